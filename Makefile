@@ -1,0 +1,35 @@
+# Two set-up commands on a fresh machine: `make demo` (the main job) and `make test` (the suite).
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+
+.PHONY: demo test test-fast benchmark data clean
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e ".[all]"
+	touch $(STAMP)
+
+# Debian's Fashion-MNIST (the embedded default dataset), where apt is available and we are root.
+data:
+	@if [ -d /usr/share/datasets/fashion-mnist ]; then :; \
+	elif command -v apt-get >/dev/null && [ "$$(id -u)" = 0 ]; then \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq dataset-fashion-mnist; \
+	else echo "note: install Debian's dataset-fashion-mnist, or pass --data to the recipes"; fi
+
+demo: $(STAMP) data
+	$(VENV)/bin/toolkit run classification
+
+test: $(STAMP) data
+	$(PY) -m pytest -q -ra --durations=15
+
+test-fast: $(STAMP) data
+	$(PY) -m pytest -q -ra -m "not slow and not cross_backend"
+
+benchmark: $(STAMP) data
+	$(PY) benchmarks/classification.py
+
+clean:
+	rm -rf $(VENV) saved_models/classification

@@ -1,0 +1,84 @@
+"""The classification recipe end to end on a real slice of Fashion-MNIST (2,000 train, 500 test)."""
+
+import json
+import os
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from tests.conftest import run_cli
+from toolkit.data import fashion_mnist
+
+REPORT_FORMATS = ("keras", "saved_model", "tflite_fp32", "tflite_int8")
+
+
+@pytest.fixture(scope="module")
+def finished_run(fashion_small, tmp_path_factory):
+    out = tmp_path_factory.mktemp("runs")
+    done = run_cli(
+        "run", "classification", "--data", f"fashion_mnist:{fashion_small}",
+        "--data-dir", str(out / "tfds"), "--output", str(out), "--epochs", "4", "--verbose", "2",
+        "--backbone", "resnet", "--backbone-option", "widths=(16,32,64,128)", "--backbone-option", "stem_width=16",
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr[-3000:]
+    return out / "classification"
+
+
+@pytest.mark.slow
+def test_recipe_learns_and_every_format_verifies(finished_run):
+    report = json.loads((finished_run / "report.json").read_text())
+    for key in ("recipe", "backend", "metric", "train_seconds", "command", "formats"):
+        assert key in report
+    assert report["recipe"] == "classification" and report["metric"] == "top1"
+    assert tuple(report["formats"]) == REPORT_FORMATS
+    for name, fmt in report["formats"].items():
+        assert {"top1", "latency_ms", "size_bytes"} <= set(fmt), name
+        assert fmt["size_bytes"] > 0 and fmt["latency_ms"] > 0
+    keras_top1 = report["formats"]["keras"]["top1"]
+    assert keras_top1 > 0.7  # held-out test images; 10 classes, so chance is 0.1
+    assert report["formats"]["tflite_fp32"]["max_abs_diff"] <= 1e-4
+    assert report["formats"]["saved_model"]["max_abs_diff"] <= 1e-4
+    assert abs(report["formats"]["tflite_int8"]["top1"] - keras_top1) <= 0.03
+    assert report["formats"]["tflite_int8"]["size_bytes"] < 0.5 * report["formats"]["tflite_fp32"]["size_bytes"]
+    for name in ("model.keras", "model_fp32.tflite", "model_int8.tflite", "labels.txt", "report.md",
+                 "training_curves.png", "confusion_matrix.png", "backbone.weights.h5"):  # fmt: skip
+        assert (finished_run / name).is_file(), name
+    assert (finished_run / "saved_model" / "saved_model.pb").is_file()
+    assert "| tflite_int8 |" in (finished_run / "report.md").read_text()
+
+
+@pytest.mark.slow
+def test_predict_reads_the_users_images(finished_run, fashion_small, tmp_path):
+    test_images, test_labels = fashion_mnist.read_split(fashion_small, "test")
+    files = []
+    for i in range(20):
+        files.append(str(tmp_path / f"item{i}.png"))
+        Image.fromarray(test_images[i, ..., 0]).save(files[-1])
+    done = run_cli("predict", "classification", *files, "--run", str(finished_run))
+    assert done.returncode == 0, done.stderr
+    rows = [line.split("\t") for line in done.stdout.strip().splitlines()]
+    assert [r[0] for r in rows] == files
+    correct = sum(r[1] == fashion_mnist.CLASS_NAMES[label] for r, label in zip(rows, test_labels[:20]))
+    assert correct >= 12
+    assert all(0 < float(r[2]) <= 1 for r in rows)
+    corrupt = tmp_path / "corrupt.png"
+    corrupt.write_bytes(open(files[0], "rb").read()[:40])
+    done = run_cli("predict", "classification", str(corrupt), "--run", str(finished_run))
+    assert done.returncode == 2 and "corrupt.png: not a readable image" in done.stderr
+
+
+@pytest.mark.slow
+def test_backbone_weights_transfer_and_bad_weights_keep_the_old_run(finished_run, fashion_small):
+    before = {p: os.path.getmtime(finished_run / p) for p in ("report.json", "model_int8.tflite")}
+    bad = finished_run.parent / "not_weights.h5"
+    bad.write_bytes(b"not an h5 file")
+    done = run_cli(
+        "run", "classification", "--data", f"fashion_mnist:{fashion_small}",
+        "--data-dir", str(finished_run.parent / "tfds"), "--output", str(finished_run.parent), "--epochs", "1",
+        "--backbone", "resnet", "--backbone-option", "widths=(16,32,64,128)", "--backbone-option", "stem_width=16",
+        "--backbone-weights", str(bad),
+    )  # fmt: skip
+    assert done.returncode == 2 and "not_weights.h5" in done.stderr
+    assert before == {p: os.path.getmtime(finished_run / p) for p in before}
+    assert not [p for p in os.listdir(finished_run.parent) if "staging" in p]

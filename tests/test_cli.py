@@ -1,0 +1,46 @@
+"""The command line: one clear line and a non-zero exit for bad input, never a traceback."""
+
+import pytest
+
+from tests.conftest import run_cli
+
+
+def _fails_with(done, *phrases):
+    assert done.returncode != 0
+    lines = [line for line in done.stderr.strip().splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error: "), done.stderr
+    for phrase in phrases:
+        assert phrase in lines[0], lines[0]
+    assert "Traceback" not in done.stderr
+
+
+def test_unknown_command_and_recipe_list_the_valid_ones():
+    _fails_with(run_cli("trian"), "unknown command 'trian'", "backbones", "run")
+    _fails_with(run_cli("run", "clasification"), "unknown recipe 'clasification'", "classification")
+    _fails_with(run_cli("run"), "needs a recipe")
+
+
+def test_bad_recipe_options_are_named(tmp_path):
+    _fails_with(run_cli("run", "classification", "--epochs", "-3"), "--epochs", "positive integer")
+    _fails_with(run_cli("run", "classification", "--backbone", "resnet9000"), "unknown backbone 'resnet9000'", "edgenet")
+    _fails_with(
+        run_cli("run", "classification", "--data", f"fashion_mnist:{tmp_path}", "--output", str(tmp_path / "out")),
+        "not found", "apt-get install dataset-fashion-mnist",
+    )  # fmt: skip
+    _fails_with(run_cli("run", "classification", "--backbone-option", "width"), "KEY=VALUE")
+
+
+def test_backbones_lists_every_backbone_with_counts():
+    done = run_cli("backbones", "--input-size", "64")
+    assert done.returncode == 0, done.stderr
+    for name in ("edgenet", "resnet", "mobilenetv3_small", "hub_resnet"):
+        line = next(line for line in done.stdout.splitlines() if line.startswith(name))
+        params = int(line.split()[2].replace(",", ""))
+        assert params > 10_000
+
+
+@pytest.mark.parametrize("fmt", ["keras", "tflite_fp32"])
+def test_predict_without_a_run_is_a_clear_error(tmp_path, fmt):
+    image = tmp_path / "x.png"
+    image.write_bytes(b"")
+    _fails_with(run_cli("predict", "classification", str(image), "--run", str(tmp_path), "--format", fmt), "labels.txt")

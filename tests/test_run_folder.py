@@ -1,0 +1,42 @@
+import os
+
+import pytest
+
+from toolkit.errors import ToolkitError
+from toolkit.export.run_folder import RunFolder, write_atomic
+
+
+def test_run_folder_swaps_in_whole(tmp_path):
+    with RunFolder(tmp_path, "demo") as run:
+        write_atomic(run.file("a.txt"), "first")
+        assert not (tmp_path / "demo").exists()  # nothing appears until the run finishes
+    assert (tmp_path / "demo" / "a.txt").read_text() == "first"
+    with RunFolder(tmp_path, "demo") as run:
+        write_atomic(run.file("b.txt"), "second")
+    assert sorted(os.listdir(tmp_path / "demo")) == ["b.txt"]
+    assert os.listdir(tmp_path) == ["demo"]  # no staging or old folders left behind
+
+
+def test_failed_run_leaves_previous_intact(tmp_path):
+    with RunFolder(tmp_path, "demo") as run:
+        write_atomic(run.file("model.txt"), "good")
+    with pytest.raises(RuntimeError):
+        with RunFolder(tmp_path, "demo") as run:
+            write_atomic(run.file("model.txt"), "half")
+            raise RuntimeError("export failed midway")
+    assert (tmp_path / "demo" / "model.txt").read_text() == "good"
+    assert os.listdir(tmp_path) == ["demo"]
+
+
+@pytest.mark.parametrize("name", ["../escape", "a/b", "", ".."])
+def test_run_names_cannot_escape(tmp_path, name):
+    with pytest.raises(ToolkitError, match="run name"):
+        RunFolder(tmp_path, name)
+
+
+def test_unwritable_output_is_a_clear_error(tmp_path):
+    target = tmp_path / "file"
+    target.write_text("not a folder")
+    with pytest.raises(ToolkitError, match="cannot write to output folder"):
+        with RunFolder(target, "demo"):
+            pass

@@ -1,0 +1,138 @@
+"""One registry maps a backbone name to its builder; `get` is the only way recipes build one."""
+
+import dataclasses
+import inspect
+import math
+
+import keras
+
+from toolkit.errors import ToolkitError, choose
+
+PYRAMID_LEVELS = ("P1", "P2", "P3", "P4", "P5")
+
+
+@dataclasses.dataclass(frozen=True)
+class BackboneEntry:
+    name: str
+    builder: object
+    kind: str  # "vision" or "text"
+    provider: str  # "toolkit", "keras.applications", "keras_hub"
+    description: str
+    min_size: int = 32
+
+
+_REGISTRY = {}
+
+
+def register(name, *, kind, provider, description, min_size=32):
+    """Decorator: registers `builder(input_shape=..., **options) -> keras.Model` under `name`."""
+
+    def decorate(builder):
+        if name in _REGISTRY:
+            raise ValueError(f"backbone {name!r} is registered twice")
+        _REGISTRY[name] = BackboneEntry(name, builder, kind, provider, description, min_size)
+        return builder
+
+    return decorate
+
+
+def names(kind=None):
+    return sorted(n for n, e in _REGISTRY.items() if kind is None or e.kind == kind)
+
+
+def entry(name):
+    choose("backbone", name, _REGISTRY)
+    return _REGISTRY[name]
+
+
+def options(name):
+    """The keyword options a backbone's builder takes (besides input_shape)."""
+    params = inspect.signature(entry(name).builder).parameters
+    return {k: p.default for k, p in params.items() if k != "input_shape"}
+
+
+def get(name, input_shape=(224, 224, 3), **kwargs):
+    """Builds backbone `name`: a functional keras.Model from raw pixels (0..255) to {"P1".."P5"}."""
+    spec = entry(name)
+    input_shape = _check_input_shape(name, input_shape, spec.min_size)
+    unknown = set(kwargs) - set(options(name))
+    if unknown:
+        raise ToolkitError(
+            f"backbone {name!r} has no option {', '.join(sorted(unknown))}; "
+            f"its options: {', '.join(sorted(options(name))) or 'none'}"
+        )
+    model = spec.builder(input_shape=input_shape, **kwargs)
+    check_pyramid(model, input_shape)
+    return model
+
+
+def _check_input_shape(name, input_shape, min_size):
+    try:
+        shape = tuple(int(d) for d in input_shape)
+    except (TypeError, ValueError):
+        raise ToolkitError(f"input_shape must be (height, width, channels), got {input_shape!r}")
+    if len(shape) != 3 or shape[2] < 1:
+        raise ToolkitError(f"input_shape must be (height, width, channels), got {input_shape!r}")
+    if min(shape[:2]) < min_size:
+        raise ToolkitError(
+            f"backbone {name!r} needs images of at least {min_size}x{min_size}, got {shape[0]}x{shape[1]}"
+        )
+    return shape
+
+
+def level_size(size, level):
+    """Spatial size at pyramid level n (stride 2^n) for 'same'-padded stride-2 steps."""
+    for _ in range(level):
+        size = math.ceil(size / 2)
+    return size
+
+
+def check_pyramid(model, input_shape):
+    """Asserts the DESIGN contract: outputs are exactly P1..P5, level n at stride 2^n."""
+    outputs = model.output
+    if not isinstance(outputs, dict) or tuple(sorted(outputs)) != PYRAMID_LEVELS:
+        raise AssertionError(f"backbone {model.name} must output {PYRAMID_LEVELS}, got {outputs!r}")
+    for level in PYRAMID_LEVELS:
+        n = int(level[1])
+        expected = (level_size(input_shape[0], n), level_size(input_shape[1], n))
+        got = tuple(outputs[level].shape[1:3])
+        if got != expected:
+            raise AssertionError(f"{model.name} {level} is {got}, expected {expected} (stride {2**n})")
+
+
+def normalize(inputs):
+    """Raw pixels 0..255 -> [-1, 1], inside the model, so every export takes raw pixels."""
+    return keras.layers.Rescaling(1.0 / 127.5, offset=-1.0, name="normalize")(inputs)
+
+
+def pyramid_from_model(model, input_shape, known=None):
+    """Picks P1..P5 from any functional model: for each stride, the last layer at that resolution.
+
+    This is timm's `features_only` idea for models we did not write; `known` maps levels that the
+    provider already names (KerasHub's `pyramid_outputs`) to their tensors and wins over the search.
+    """
+    pyramid = dict(known or {})
+    for level in PYRAMID_LEVELS:
+        if level in pyramid:
+            continue
+        n = int(level[1])
+        target = (level_size(input_shape[0], n), level_size(input_shape[1], n))
+        found = None
+        for layer in _all_layers(model):
+            out = getattr(layer, "output", None)
+            if out is None or isinstance(out, (list, tuple, dict)) or len(out.shape) != 4:
+                continue
+            if tuple(out.shape[1:3]) == target and out.shape[3] is not None and out.shape[3] > 1:
+                found = out
+        if found is None:
+            raise ToolkitError(f"{model.name}: no layer at stride {2**n} for input {input_shape}")
+        pyramid[level] = found
+    return pyramid
+
+
+def _all_layers(model):
+    for layer in model.layers:
+        if isinstance(layer, keras.Model) and not hasattr(layer, "pyramid_outputs"):
+            yield from _all_layers(layer)
+        else:
+            yield layer

@@ -1,0 +1,1 @@
+from toolkit.backbones.vision import applications, edgenet, hub, resnet  # noqa: F401

@@ -1,0 +1,91 @@
+"""`toolkit`: backbones, run, predict. Errors are one line on stderr and a non-zero exit."""
+
+import importlib
+import os
+import sys
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")  # keep TensorFlow's C++ start-up chatter out of the CLI
+
+from toolkit.errors import ToolkitError, choose  # noqa: E402
+from toolkit.recipe import ArgumentParser, positive_int  # noqa: E402
+
+RECIPES = ("classification",)
+USAGE = """usage: toolkit COMMAND ...
+
+commands:
+  backbones [--input-size N] [--channels C]   list vision backbones with parameters and FLOPs
+  run RECIPE [options]                        train, export and verify a recipe (toolkit run RECIPE --help)
+  predict RECIPE FILE... [--run DIR] [--format F]  predict with a finished run
+"""
+
+
+def cmd_backbones(argv):
+    p = ArgumentParser(prog="toolkit backbones")
+    p.add_argument("--input-size", type=positive_int, default=224)
+    p.add_argument("--channels", type=positive_int, default=3)
+    args = p.parse_args(argv)
+    from toolkit import backbones
+
+    shape = (args.input_size, args.input_size, args.channels)
+    print(f"{'name':<20} {'provider':<20} {'params':>12} {'GFLOPs@' + str(args.input_size):>12}  description")
+    for name in backbones.names("vision"):
+        spec = backbones.entry(name)
+        model = backbones.get(name, shape)
+        print(
+            f"{name:<20} {spec.provider:<20} {backbones.count_params(model):>12,} "
+            f"{backbones.count_flops(model) / 1e9:>12.3f}  {spec.description}"
+        )
+    return 0
+
+
+def cmd_run(argv):
+    if not argv or argv[0].startswith("-"):
+        raise ToolkitError(f"toolkit run needs a recipe: {', '.join(RECIPES)}")
+    name = choose("recipe", argv[0], RECIPES)
+    importlib.import_module(f"recipes.{name}").main(argv[1:])
+    return 0
+
+
+def cmd_predict(argv):
+    if not argv or argv[0].startswith("-"):
+        raise ToolkitError(f"toolkit predict needs a recipe: {', '.join(RECIPES)}")
+    name = choose("recipe", argv[0], RECIPES)
+    p = ArgumentParser(prog=f"toolkit predict {name}")
+    p.add_argument("files", nargs="+")
+    p.add_argument("--run", default=os.path.join("saved_models", name), help="run folder")
+    p.add_argument("--format", default="tflite_int8", help="keras, tflite_fp32 or tflite_int8")
+    args = p.parse_args(argv[1:])
+    from toolkit.predict import predict_classification
+
+    for file, label, probability in predict_classification(args.run, args.files, args.format):
+        print(f"{file}\t{label}\t{probability:.3f}")
+    return 0
+
+
+COMMANDS = {"backbones": cmd_backbones, "run": cmd_run, "predict": cmd_predict}
+
+
+def main(argv=None):
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if not argv or argv[0] in ("-h", "--help", "help"):
+        print(USAGE)
+        return 0 if argv else 2
+    try:
+        command = COMMANDS[choose("command", argv[0], COMMANDS)]
+        return command(argv[1:])
+    except ToolkitError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("error: interrupted", file=sys.stderr)
+        return 130
+    except Exception as e:  # anything unforeseen still ends in one line, unless asked for the traceback
+        if os.environ.get("TOOLKIT_DEBUG"):
+            raise
+        first = str(e).strip().splitlines()[0] if str(e).strip() else ""
+        print(f"error: unexpected {type(e).__name__}: {first} (TOOLKIT_DEBUG=1 shows the traceback)", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

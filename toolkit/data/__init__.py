@@ -1,0 +1,1 @@
+"""Data: TFDS builders for embedded datasets, readers for real ones, augmentation, pipelines."""

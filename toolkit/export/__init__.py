@@ -1,0 +1,1 @@
+"""Export: SavedModel and LiteRT conversion, verification on the interpreter, run folders, reports."""

@@ -1,0 +1,93 @@
+"""SavedModel and LiteRT export with builtin ops only, and a runner for the stock interpreter."""
+
+import os
+import time
+
+import numpy as np
+
+from toolkit.errors import ToolkitError
+
+
+def export_saved_model(model, path):
+    """Needs the TensorFlow backend (other backends export through the saved .keras file)."""
+    model.export(path, format="tf_saved_model", verbose=False)
+
+
+def convert(saved_model_dir, quantization="fp32", calibration_images=None):
+    """SavedModel -> .tflite bytes. fp32, or full-integer int8 (float I/O) calibrated on images.
+
+    Builtin ops only (no Select TF ops), so the stock ai-edge-litert interpreter runs the file.
+    """
+    import tensorflow as tf
+
+    converter = tf.lite.TFLiteConverter.from_saved_model(saved_model_dir)
+    converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS]
+    if quantization == "int8":
+        if calibration_images is None or len(calibration_images) == 0:
+            raise ToolkitError("int8 export needs calibration images from the training split")
+        converter.optimizations = [tf.lite.Optimize.DEFAULT]
+        converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
+
+        def representative_dataset():
+            for image in calibration_images:
+                yield [np.asarray(image, np.float32)[None]]
+
+        converter.representative_dataset = representative_dataset
+    elif quantization != "fp32":
+        raise ToolkitError(f"unknown quantization {quantization!r}; valid: fp32, int8")
+    try:
+        return converter.convert()
+    except Exception as e:  # the converter raises ConverterError and others; keep its op report
+        lines = [line.strip() for line in str(e).splitlines() if "op" in line.lower() and line.strip()]
+        detail = "; ".join(lines[:3]) or str(e).splitlines()[0]
+        raise ToolkitError(f"LiteRT {quantization} conversion with builtin ops only failed: {detail}") from None
+
+
+class LiteRTModel:
+    """A .tflite file on the stock interpreter (XNNPACK), called like a model on numpy batches."""
+
+    def __init__(self, path, threads=2):
+        from ai_edge_litert.interpreter import Interpreter
+
+        self.path = path
+        self.interpreter = Interpreter(model_path=path, num_threads=threads)
+        self.runner = self.interpreter.get_signature_runner()
+        inputs = self.runner.get_input_details()
+        if len(inputs) != 1:
+            raise ToolkitError(f"{path}: expected one input, found {sorted(inputs)}")
+        self.input_name, details = next(iter(inputs.items()))
+        self.input_dtype = details["dtype"]
+        self.output_names = sorted(self.runner.get_output_details())
+
+    def __call__(self, images):
+        outputs = self.runner(**{self.input_name: np.asarray(images, self.input_dtype)})
+        if len(outputs) == 1:
+            return next(iter(outputs.values()))
+        return outputs
+
+    def predict(self, images, batch_size=64):
+        outputs = [self(images[i : i + batch_size]) for i in range(0, len(images), batch_size)]
+        if isinstance(outputs[0], dict):
+            return {k: np.concatenate([o[k] for o in outputs]) for k in outputs[0]}
+        return np.concatenate(outputs)
+
+
+def median_latency_ms(call, sample, warmup=10, min_runs=50, min_seconds=1.0):
+    """Batch-1 latency: warm-up, then the median (and 90th percentile) of at least min_runs calls."""
+    for _ in range(warmup):
+        call(sample)
+    times = []
+    start = time.perf_counter()
+    while len(times) < min_runs or time.perf_counter() - start < min_seconds:
+        t = time.perf_counter()
+        call(sample)
+        times.append((time.perf_counter() - t) * 1000)
+        if len(times) >= 5000:
+            break
+    return float(np.median(times)), float(np.percentile(times, 90))
+
+
+def size_bytes(path):
+    if os.path.isfile(path):
+        return os.path.getsize(path)
+    return sum(os.path.getsize(os.path.join(d, f)) for d, _, files in os.walk(path) for f in files)

@@ -1,0 +1,106 @@
+"""report.json (one shape for every recipe), report.md, and the figures beside them."""
+
+import json
+import os
+
+import numpy as np
+
+from toolkit.export.run_folder import write_atomic
+
+
+def write_report(run_dir, report):
+    """report.json: recipe, backend, metric, train_seconds, command, formats{name: {metric, ...}}."""
+    for key in ("recipe", "backend", "metric", "train_seconds", "command", "formats"):
+        if key not in report:
+            raise ValueError(f"report.json needs {key!r}")
+    write_atomic(os.path.join(run_dir, "report.json"), json.dumps(report, indent=2, sort_keys=False) + "\n")
+    write_atomic(os.path.join(run_dir, "report.md"), markdown(report))
+
+
+def format_table(report):
+    metric = report["metric"]
+    base = report["formats"].get("keras", {}).get(metric)
+    rows = [
+        f"| format | {metric} | drop vs keras | max abs diff | latency ms (median / p90) | size MB |",
+        "|---|---|---|---|---|---|",
+    ]
+    for name, f in report["formats"].items():
+        drop = "" if base is None or name == "keras" else f"{(base - f[metric]) * 100:+.2f} pt"
+        diff = f"{f['max_abs_diff']:.2e}" if "max_abs_diff" in f else ""
+        rows.append(
+            f"| {name} | {f[metric]:.4f} | {drop} | {diff} | {f['latency_ms']:.3f} / {f.get('latency_p90_ms', 0):.3f}"
+            f" | {f['size_bytes'] / 1e6:.3f} |"
+        )
+    return "\n".join(rows)
+
+
+def markdown(report):
+    lines = [
+        f"# {report['recipe']} run",
+        "",
+        f"- backbone: `{report.get('backbone', '?')}`, head: {report.get('head', '?')}",
+        f"- parameters: {report.get('params', 0):,}, FLOPs per image: {report.get('flops', 0) / 1e6:.1f} M",
+        f"- data: {report.get('dataset', '?')} ({report.get('split_sizes', {})})",
+        f"- backend: {report['backend']}, trained {report.get('epochs_run', '?')} epochs in "
+        f"{report['train_seconds']:.0f} s",
+        f"- command: `{report['command']}`",
+        "",
+        "## Test split, per format",
+        "",
+        format_table(report),
+        "",
+        "Latency is batch 1 on this machine's CPU (LiteRT: XNNPACK, "
+        f"{report['formats'].get('tflite_fp32', {}).get('threads', '?')} threads); max abs diff is against "
+        "the Keras model's outputs on the same test images.",
+        "",
+        "![training curves](training_curves.png)",
+        "",
+    ]
+    if report.get("figures"):
+        lines += [f"![{name}]({name})" for name in report["figures"]] + [""]
+    return "\n".join(lines)
+
+
+def plot_history(history, path):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    keys = [k for k in history if not k.startswith("val_") and k != "learning_rate"]
+    fig, axes = plt.subplots(1, len(keys), figsize=(5 * len(keys), 3.5), squeeze=False)
+    for ax, key in zip(axes[0], keys):
+        epochs = np.arange(1, len(history[key]) + 1)
+        ax.plot(epochs, history[key], label="train")
+        if f"val_{key}" in history:
+            ax.plot(epochs, history[f"val_{key}"], label="validation")
+        ax.set_xlabel("epoch")
+        ax.set_title(key)
+        ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def plot_confusion(matrix, class_names, path, title="confusion matrix (test split)"):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    n = len(class_names)
+    fig, ax = plt.subplots(figsize=(1 + 0.6 * n, 1 + 0.6 * n))
+    ax.imshow(matrix, cmap="Blues")
+    ax.set_xticks(range(n), class_names, rotation=60, ha="right")
+    ax.set_yticks(range(n), class_names)
+    ax.set_xlabel("predicted")
+    ax.set_ylabel("true")
+    ax.set_title(title)
+    if n <= 20:
+        for i in range(n):
+            for j in range(n):
+                color = "white" if matrix[i, j] > matrix.max() / 2 else "black"
+                ax.text(j, i, str(matrix[i, j]), ha="center", va="center", fontsize=7, color=color)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)

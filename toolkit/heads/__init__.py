@@ -1,0 +1,1 @@
+"""Heads: small task-specific layers that sit on a backbone's features."""

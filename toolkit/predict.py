@@ -1,0 +1,54 @@
+"""Predictions from a finished run folder, on the user's own files, with any exported format."""
+
+import os
+
+import numpy as np
+
+from toolkit.errors import ToolkitError, choose
+
+FORMAT_FILES = {"keras": "model.keras", "tflite_fp32": "model_fp32.tflite", "tflite_int8": "model_int8.tflite"}
+
+
+def load_run_model(run_dir, fmt):
+    """Returns (callable on a float batch, input shape (H, W, C))."""
+    choose("format", fmt, FORMAT_FILES)
+    path = os.path.join(run_dir, FORMAT_FILES[fmt])
+    if not os.path.isfile(path):
+        raise ToolkitError(f"{path} not found: is {run_dir} a finished run folder?")
+    if fmt == "keras":
+        import keras
+
+        model = keras.saving.load_model(path, safe_mode=True)
+        return (lambda x: np.asarray(model.predict(x, verbose=0))), tuple(model.input_shape[1:])
+    from toolkit.export.litert import LiteRTModel
+
+    runtime = LiteRTModel(path)
+    shape = runtime.interpreter.get_input_details()[0]["shape"]
+    return runtime, tuple(int(d) for d in shape[1:])
+
+
+def read_image(path, shape):
+    """Reads one image file as uint8 at the model's size and channel count; a bad file is named."""
+    from PIL import Image
+
+    from toolkit.data.images import check_image_file
+
+    if not os.path.isfile(path):
+        raise ToolkitError(f"{path}: no such image file")
+    check_image_file(path)
+    with Image.open(path) as image:
+        image = image.convert("L" if shape[2] == 1 else "RGB").resize((shape[1], shape[0]), Image.BILINEAR)
+        array = np.asarray(image, np.uint8)
+    return array[..., None] if shape[2] == 1 else array
+
+
+def predict_classification(run_dir, files, fmt="tflite_int8"):
+    labels_path = os.path.join(run_dir, "labels.txt")
+    if not os.path.isfile(labels_path):
+        raise ToolkitError(f"{labels_path} not found: is {run_dir} a finished classification run?")
+    with open(labels_path) as f:
+        labels = [line.strip() for line in f if line.strip()]
+    model, shape = load_run_model(run_dir, fmt)
+    batch = np.stack([read_image(f, shape) for f in files]).astype(np.float32)
+    probabilities = model(batch)
+    return [(f, labels[int(np.argmax(p))], float(np.max(p))) for f, p in zip(files, probabilities)]

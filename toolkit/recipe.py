@@ -1,0 +1,79 @@
+"""What every recipe's command line shares: the common flags, backbone options, the run's command."""
+
+import argparse
+import ast
+import shlex
+import sys
+
+from toolkit.errors import ToolkitError
+
+
+class ArgumentParser(argparse.ArgumentParser):
+    """argparse that raises ToolkitError (one clear line) instead of printing usage and exiting."""
+
+    def error(self, message):
+        raise ToolkitError(f"{self.prog}: {message}")
+
+
+def parser(name, description, **defaults):
+    p = ArgumentParser(prog=f"toolkit run {name}", description=description)
+    p.add_argument("--data", default=defaults.get("data"), help="data source (see toolkit.data)")
+    p.add_argument("--data-dir", default=None, help="where TFDS keeps prepared datasets")
+    p.add_argument("--backbone", default=defaults.get("backbone", "edgenet"), help="see `toolkit backbones`")
+    p.add_argument(
+        "--backbone-option", action="append", default=[], metavar="KEY=VALUE",
+        help="backbone builder option, e.g. width=0.75 (Python literal values)",
+    )  # fmt: skip
+    p.add_argument("--backbone-weights", default=None, help="backbone weights file from another run")
+    p.add_argument("--epochs", type=positive_int, default=defaults.get("epochs", 10))
+    p.add_argument("--batch-size", type=positive_int, default=defaults.get("batch_size", 128))
+    p.add_argument("--learning-rate", type=positive_float, default=defaults.get("learning_rate", 3e-3))
+    p.add_argument("--patience", type=positive_int, default=defaults.get("patience", 3))
+    p.add_argument("--output", default="saved_models", help="run folders land in OUTPUT/<recipe>")
+    p.add_argument("--name", default=name, help="run folder name (default: the recipe's name)")
+    p.add_argument("--threads", type=positive_int, default=2, help="LiteRT interpreter threads")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--verbose", default="auto", help="model.fit verbosity: auto, 0, 1, 2")
+    return p
+
+
+def positive_int(text):
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
+    return value
+
+
+def positive_float(text):
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}") from None
+    if not value > 0 or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}")
+    return value
+
+
+def backbone_options(pairs):
+    """['width=0.75', 'depths=(1,1,1,1)'] -> {'width': 0.75, 'depths': (1, 1, 1, 1)}; literals only."""
+    options = {}
+    for pair in pairs:
+        key, sep, text = pair.partition("=")
+        if not sep or not key.isidentifier():
+            raise ToolkitError(f"backbone option {pair!r} must look like KEY=VALUE")
+        try:
+            options[key] = ast.literal_eval(text)
+        except (ValueError, SyntaxError):
+            options[key] = text  # a bare word such as a file path
+    return options
+
+
+def verbosity(text):
+    return text if text == "auto" else int(text)
+
+
+def command_line(recipe, argv):
+    return shlex.join(["toolkit", "run", recipe, *(sys.argv[3:] if argv is None else argv)])

@@ -1,0 +1,1 @@
+"""Tasks: backbone + head -> a functional keras.Model, with its loss, metric and scoring."""

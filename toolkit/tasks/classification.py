@@ -1,0 +1,61 @@
+"""Image classification: any registered vision backbone + a pooled softmax head.
+
+The model takes raw pixels (0..255, normalisation is inside the backbone) and returns class
+probabilities; the headline metric is top-1 accuracy ("top1").
+"""
+
+import keras
+import numpy as np
+
+from toolkit import backbones
+from toolkit.errors import ToolkitError
+from toolkit.heads.classification import classification_head
+
+METRIC = "top1"
+
+
+def build(backbone="edgenet", input_shape=(28, 28, 1), num_classes=10, level="P5", dropout=0.2, **backbone_options):
+    """The task model: image -> backbone (a nested model named after it) -> head -> probabilities."""
+    if num_classes < 2:
+        raise ToolkitError(f"classification needs at least 2 classes, got {num_classes}")
+    if level not in backbones.PYRAMID_LEVELS:
+        raise ToolkitError(f"unknown pyramid level {level!r}; valid: {', '.join(backbones.PYRAMID_LEVELS)}")
+    feature_model = backbones.get(backbone, input_shape, **backbone_options)
+    inputs = keras.Input(input_shape, name="image")
+    features = feature_model(inputs)
+    outputs = classification_head(features[level], num_classes, dropout)
+    return keras.Model(inputs, outputs, name="classifier")
+
+
+def backbone_of(model):
+    """The nested backbone model of a task model (what `--backbone-weights` moves between tasks)."""
+    nested = [layer for layer in model.layers if isinstance(layer, keras.Model)]
+    if len(nested) != 1:
+        raise ToolkitError(f"{model.name} should hold exactly one backbone model, found {len(nested)}")
+    return nested[0]
+
+
+def compile(model, learning_rate=3e-3, total_steps=1000, weight_decay=0.05, warmup_fraction=0.05):
+    """AdamW with linear warm-up into cosine decay, sparse cross-entropy, top-1 accuracy."""
+    warmup = max(1, int(total_steps * warmup_fraction))
+    schedule = keras.optimizers.schedules.CosineDecay(
+        learning_rate / 10, max(1, total_steps - warmup), warmup_target=learning_rate, warmup_steps=warmup
+    )
+    model.compile(
+        optimizer=keras.optimizers.AdamW(schedule, weight_decay=weight_decay),
+        loss="sparse_categorical_crossentropy",
+        metrics=[keras.metrics.SparseCategoricalAccuracy(name=METRIC)],
+    )
+    return model
+
+
+def score(probabilities, labels):
+    """Top-1 accuracy of class probabilities against integer labels."""
+    probabilities, labels = np.asarray(probabilities), np.asarray(labels)
+    return {METRIC: float(np.mean(np.argmax(probabilities, axis=-1) == labels))}
+
+
+def confusion_matrix(probabilities, labels, num_classes):
+    matrix = np.zeros((num_classes, num_classes), np.int64)
+    np.add.at(matrix, (np.asarray(labels), np.argmax(probabilities, axis=-1)), 1)
+    return matrix
