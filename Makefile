@@ -23,7 +23,7 @@ demo: $(STAMP) data
 	$(VENV)/bin/toolkit run classification
 
 test: $(STAMP) data
-	$(PY) -m pytest -q -ra --durations=15
+	$(PY) -m pytest -q -ra --durations=15 -n 2 --dist loadfile
 
 test-fast: $(STAMP) data
 	$(PY) -m pytest -q -ra -m "not slow and not cross_backend"

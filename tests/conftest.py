@@ -44,8 +44,11 @@ def run_python(code, backend="tensorflow", timeout=900):
     return done.stdout
 
 
-def run_cli(*args, timeout=900, cwd=None):
+def run_cli(*args, backend=None, timeout=900):
+    """Runs `toolkit ARGS...` as a user would; returns the CompletedProcess."""
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")
+    if backend:
+        env["KERAS_BACKEND"] = backend
     return subprocess.run(
-        [sys.executable, "-m", "toolkit.cli", *args], env=env, capture_output=True, text=True, timeout=timeout, cwd=cwd
+        [sys.executable, "-m", "toolkit.cli", *args], env=env, capture_output=True, text=True, timeout=timeout
     )

@@ -19,7 +19,7 @@ def finished_run(fashion_small, tmp_path_factory):
     done = run_cli(
         "run", "classification", "--data", f"fashion_mnist:{fashion_small}",
         "--data-dir", str(out / "tfds"), "--output", str(out), "--epochs", "4", "--verbose", "2",
-        "--backbone", "resnet", "--backbone-option", "widths=(16,32,64,128)", "--backbone-option", "stem_width=16",
+        "--backbone", "resnet",
     )  # fmt: skip
     assert done.returncode == 0, done.stderr[-3000:]
     return out / "classification"
@@ -76,9 +76,25 @@ def test_backbone_weights_transfer_and_bad_weights_keep_the_old_run(finished_run
     done = run_cli(
         "run", "classification", "--data", f"fashion_mnist:{fashion_small}",
         "--data-dir", str(finished_run.parent / "tfds"), "--output", str(finished_run.parent), "--epochs", "1",
-        "--backbone", "resnet", "--backbone-option", "widths=(16,32,64,128)", "--backbone-option", "stem_width=16",
+        "--backbone", "resnet",
         "--backbone-weights", str(bad),
     )  # fmt: skip
     assert done.returncode == 2 and "not_weights.h5" in done.stderr
     assert before == {p: os.path.getmtime(finished_run / p) for p in before}
     assert not [p for p in os.listdir(finished_run.parent) if "staging" in p]
+
+
+@pytest.mark.slow
+def test_backbone_weights_from_a_run_load_into_a_new_task_model(finished_run):
+    import keras
+
+    from toolkit import training
+    from toolkit.tasks import classification
+
+    trained = classification.backbone_of(keras.saving.load_model(finished_run / "model.keras"))
+    fresh = classification.build("resnet", (28, 28, 1), num_classes=5)  # another head, same backbone
+    backbone = classification.backbone_of(fresh)
+    assert not all(np.allclose(a, b) for a, b in zip(backbone.get_weights(), trained.get_weights()))
+    training.load_backbone_weights(backbone, str(finished_run / "backbone.weights.h5"))
+    for a, b in zip(backbone.get_weights(), trained.get_weights()):
+        np.testing.assert_array_equal(a, b)

@@ -65,12 +65,28 @@ def cmd_predict(argv):
 COMMANDS = {"backbones": cmd_backbones, "run": cmd_run, "predict": cmd_predict}
 
 
+def import_frameworks_quietly():
+    """TensorFlow's C++ start-up writes absl and CUDA-stub notices straight to fd 2, which no
+    environment variable silences in TF 2.21; keep them out of the CLI's one-line errors."""
+    sys.stderr.flush()
+    saved, devnull = os.dup(2), os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, 2)
+    try:
+        import keras  # noqa: F401
+        import tensorflow  # noqa: F401
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+        os.close(devnull)
+
+
 def main(argv=None):
     argv = sys.argv[1:] if argv is None else list(argv)
     if not argv or argv[0] in ("-h", "--help", "help"):
         print(USAGE)
         return 0 if argv else 2
     try:
+        import_frameworks_quietly()
         command = COMMANDS[choose("command", argv[0], COMMANDS)]
         return command(argv[1:])
     except ToolkitError as e:

@@ -250,24 +250,29 @@ def _bucket(file):
 
 
 def augmentation(kind):
-    """Keras preprocessing layers that run inside tf.data (on every backend): none, flip, flip_shift."""
+    """Keras preprocessing layers for tf.data: none, flip, flip_shift. A list, not a Sequential:
+    each layer switches itself to TensorFlow inside tf.data on every backend, a Sequential does not."""
     import keras
 
     if kind in (None, "none"):
-        return None
+        return []
     layers = [keras.layers.RandomFlip("horizontal")]
     if kind == "flip_shift":
         layers.append(keras.layers.RandomTranslation(0.1, 0.1, fill_mode="constant"))
     elif kind != "flip":
         raise ToolkitError(f"unknown augmentation {kind!r}; valid: none, flip, flip_shift")
-    return keras.Sequential(layers, name=f"augment_{kind}")
+    return layers
 
 
-def batches(ds, batch_size, shuffle=False, augment=None, seed=0):
+def batches(ds, batch_size, shuffle=False, augment=(), seed=0):
     """Shuffles (train only), batches, converts to float pixels, augments per batch, prefetches."""
     if shuffle:
         ds = ds.shuffle(20_000, seed=seed, reshuffle_each_iteration=True)
-    ds = ds.batch(batch_size).map(lambda x, y: (tf.cast(x, tf.float32), y), num_parallel_calls=AUTOTUNE)
-    if augment is not None:
-        ds = ds.map(lambda x, y: (augment(x, training=True), y), num_parallel_calls=AUTOTUNE)
-    return ds.prefetch(AUTOTUNE)
+
+    def prepare(x, y):
+        x = tf.cast(x, tf.float32)
+        for layer in augment:
+            x = layer(x, training=True)
+        return x, y
+
+    return ds.batch(batch_size).map(prepare, num_parallel_calls=AUTOTUNE).prefetch(AUTOTUNE)

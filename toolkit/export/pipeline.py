@@ -109,7 +109,7 @@ def export_formats(run_dir, task, threads=2):
         write_atomic(path, litert.convert(saved_model_dir, quantization, data["calibration"]))
         runtime = litert.LiteRTModel(path, threads=threads)
         outputs = runtime.predict(images)
-        latency, p90 = litert.median_latency_ms(runtime, images[:1])
+        latency, p90 = runtime.latency_ms(images[:1])
         formats[name] = {
             **module.score(outputs, labels),
             "latency_ms": latency,

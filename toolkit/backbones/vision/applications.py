@@ -40,13 +40,3 @@ def mobilenetv3_small(input_shape, alpha=1.0, minimalistic=False, weights=None):
         alpha=alpha,
         minimalistic=minimalistic,
     )
-
-
-@register(
-    "efficientnetv2_b0",
-    kind="vision",
-    provider="keras.applications",
-    description="keras.applications EfficientNetV2B0 (Tan & Le 2021)",
-)
-def efficientnetv2_b0(input_shape, weights=None):
-    return _application(keras.applications.EfficientNetV2B0, "efficientnetv2_b0", input_shape, weights)

@@ -29,7 +29,7 @@ def basic_block(x, filters, stride, name):
     description="ResNet-style basic blocks with a light stride-2 stem",
     min_size=16,
 )
-def resnet(input_shape, widths=(32, 64, 128, 256), depths=(1, 1, 2, 1), stem_width=32):
+def resnet(input_shape, widths=(16, 32, 64, 128), depths=(1, 1, 2, 1), stem_width=16):
     if len(widths) != 4 or len(depths) != 4:
         raise ValueError("resnet needs 4 widths and 4 depths (levels P2..P5)")
     inputs = keras.Input(input_shape, name="image")

@@ -1,0 +1,53 @@
+"""The same backbones and recipe on the jax and torch backends (each in a fresh interpreter)."""
+
+import json
+
+import pytest
+
+from tests.conftest import run_cli, run_python
+
+BUILD_FIT_PREDICT = """
+import numpy as np, keras
+from toolkit import backbones
+assert keras.backend.backend() == {backend!r}, keras.backend.backend()
+rng = np.random.default_rng(0)
+labels = np.arange(48) % 3
+images = rng.integers(0, 120, (48, 32, 32, 3)).astype("float32")
+images[np.arange(48), :, :, labels] += 120
+for name in backbones.names("vision"):
+    model = backbones.get(name, (32, 32, 3))
+    inputs = keras.Input((32, 32, 3))
+    pooled = keras.layers.GlobalAveragePooling2D()(model(inputs)["P5"])
+    classifier = keras.Model(inputs, keras.layers.Dense(3, activation="softmax")(pooled))
+    classifier.compile(keras.optimizers.SGD(0.01, momentum=0.9), "sparse_categorical_crossentropy")
+    history = classifier.fit(images, labels, batch_size=16, epochs=3, verbose=0).history["loss"]
+    assert history[-1] < history[0], (name, history)
+    probabilities = classifier.predict(images, verbose=0)
+    assert probabilities.shape == (48, 3) and np.isfinite(probabilities).all(), name
+    print(name, "ok")
+"""
+
+
+@pytest.mark.cross_backend
+@pytest.mark.parametrize("backend", ["jax", "torch"])
+def test_every_backbone_builds_fits_and_predicts(backend):
+    out = run_python(BUILD_FIT_PREDICT.format(backend=backend), backend=backend)
+    assert out.count(" ok") == 3 + 1  # edgenet, resnet, mobilenetv3_small, hub_resnet
+
+
+@pytest.mark.cross_backend
+@pytest.mark.parametrize("backend", ["jax", "torch"])
+def test_recipe_trains_and_exports_from_backend(backend, fashion_small, tmp_path):
+    """Export goes through the .keras file to a TensorFlow subprocess; parity is against this backend."""
+    done = run_cli(
+        "run", "classification", "--data", f"fashion_mnist:{fashion_small}", "--data-dir", str(tmp_path / "tfds"),
+        "--output", str(tmp_path), "--epochs", "2", "--verbose", "0", "--backbone", "resnet",
+        backend=backend,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr[-3000:]
+    report = json.loads((tmp_path / "classification" / "report.json").read_text())
+    assert report["backend"] == backend
+    formats = report["formats"]
+    assert formats["keras"]["top1"] > 0.5
+    assert formats["tflite_fp32"]["max_abs_diff"] <= 1e-4
+    assert abs(formats["tflite_int8"]["top1"] - formats["keras"]["top1"]) <= 0.05
