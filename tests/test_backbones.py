@@ -13,6 +13,7 @@ from toolkit.export import litert
 SHAPE = (32, 32, 3)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", backbones.names("vision"))
 def test_backbone_contract(name, tmp_path, small_images):
     model = backbones.get(name, SHAPE)
