@@ -56,7 +56,11 @@ def test_backbone_contract(name, tmp_path, small_images):
     for level in backbones.PYRAMID_LEVELS:
         key = [k for k in got if got[k].shape == expected[level].shape]
         assert key, f"no LiteRT output shaped like {level}"
-    np.testing.assert_allclose(_by_shape(got, expected["P5"].shape), expected["P5"], atol=1e-4)
+    # Raw features reach ~200 (hub_resnet has no norm after P5) and XNNPACK sums in another order,
+    # so small entries can differ by ~2e-4 (seen in CI). Hold them to 1e-5 of the tensor's own range;
+    # task outputs (probabilities) are held to 1e-4 absolute in the recipe tests.
+    p5 = expected["P5"]
+    np.testing.assert_allclose(_by_shape(got, p5.shape), p5, rtol=0, atol=1e-4 + 1e-5 * np.abs(p5).max())
 
 
 def _by_shape(outputs, shape):
