@@ -33,6 +33,7 @@ def parse_args(argv=None):
 def main(argv=None):
     args = parse_args(argv)
     keras.utils.set_random_seed(args.seed)
+    options = recipe.backbone_options(args.backbone_option, args.backbone)
 
     # Data: unbatched (uint8 image, label) splits; the pipeline shuffles, batches, augments, prefetches.
     data = images.load(args.data, image_size=args.image_size, data_dir=args.data_dir)
@@ -40,7 +41,6 @@ def main(argv=None):
     validation = images.batches(data.validation, args.batch_size)
 
     # Model: a shared backbone with a classification head; optionally start from another run's backbone.
-    options = recipe.backbone_options(args.backbone_option)
     model = classification.build(args.backbone, data.image_shape, len(data.class_names), dropout=args.dropout, **options)
     backbone = classification.backbone_of(model)
     if args.backbone_weights:

@@ -55,8 +55,10 @@ positive_int = _positive(int, "integer")
 positive_float = _positive(float, "number")
 
 
-def backbone_options(pairs):
-    """['width=0.75', 'depths=(1,1,1,1)'] -> {'width': 0.75, 'depths': (1, 1, 1, 1)}; literals only."""
+def backbone_options(pairs, backbone=None):
+    """['width=0.75', 'depths=(1,1,1,1)'] -> {'width': 0.75, 'depths': (1, 1, 1, 1)}; literals only.
+
+    With `backbone`, its name and the option names are checked here, before any data is loaded."""
     options = {}
     for pair in pairs:
         key, sep, text = pair.partition("=")
@@ -66,6 +68,10 @@ def backbone_options(pairs):
             options[key] = ast.literal_eval(text)
         except (ValueError, SyntaxError):
             options[key] = text  # a bare word such as a file path
+    if backbone is not None:
+        from toolkit.backbones.registry import check_options
+
+        check_options(backbone, options)
     return options
 
 

@@ -51,16 +51,21 @@ def options(name):
     return {k: p.default for k, p in params.items() if k != "input_shape"}
 
 
-def get(name, input_shape=(224, 224, 3), **kwargs):
-    """Builds backbone `name`: a functional keras.Model from raw pixels (0..255) to {"P1".."P5"}."""
-    spec = entry(name)
-    input_shape = _check_input_shape(name, input_shape, spec.min_size)
-    unknown = set(kwargs) - set(options(name))
+def check_options(name, given):
+    """Refuses unknown backbone names and options before any data is loaded or model built."""
+    unknown = set(given) - set(options(name))
     if unknown:
         raise ToolkitError(
             f"backbone {name!r} has no option {', '.join(sorted(unknown))}; "
             f"its options: {', '.join(sorted(options(name))) or 'none'}"
         )
+
+
+def get(name, input_shape=(224, 224, 3), **kwargs):
+    """Builds backbone `name`: a functional keras.Model from raw pixels (0..255) to {"P1".."P5"}."""
+    spec = entry(name)
+    input_shape = _check_input_shape(name, input_shape, spec.min_size)
+    check_options(name, kwargs)
     model = spec.builder(input_shape=input_shape, **kwargs)
     check_pyramid(model, input_shape)
     return model

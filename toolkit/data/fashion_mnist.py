@@ -110,5 +110,9 @@ def builder(source_dir=None, data_dir=None):
         key = hashlib.sha1(os.path.abspath(source_dir).encode()).hexdigest()[:10]
         data_dir = os.path.join(os.path.expanduser("~/tensorflow_datasets"), f"toolkit-{key}")
     b = FashionMnistLocal(data_dir=data_dir)
+    if not b.is_prepared():
+        # One line instead of TFDS's progress bars, which would bury the CLI's one-line errors on stderr.
+        print(f"preparing {source_dir} as a TFDS dataset in {data_dir} (first use only)", flush=True)
+        tfds.disable_progress_bar()
     b.download_and_prepare(download_config=tfds.download.DownloadConfig(manual_dir=source_dir))
     return b
