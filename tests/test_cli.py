@@ -31,12 +31,12 @@ def test_bad_recipe_options_are_named(tmp_path):
 
 
 def test_backbones_lists_every_backbone_with_counts():
-    done = run_cli("backbones", "--input-size", "64")
+    done = run_cli("backbones", "--input-size", "64", "--sequence-length", "16")
     assert done.returncode == 0, done.stderr
-    for name in ("edgenet", "resnet", "mobilenetv3_small", "hub_resnet"):
-        line = next(line for line in done.stdout.splitlines() if line.startswith(name))
-        params = int(line.split()[2].replace(",", ""))
-        assert params > 10_000
+    for name in ("edgenet", "resnet", "mobilenetv3_small", "hub_resnet", "birnn", "causal_rnn", "transformer"):
+        line = next(line for line in done.stdout.splitlines() if line.startswith(name + " "))
+        params, gflops = int(line.split()[3].replace(",", "")), float(line.split()[4])
+        assert params > 10_000 and gflops > 0, line
 
 
 @pytest.mark.parametrize("fmt", ["keras", "tflite_fp32"])

@@ -9,31 +9,35 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")  # keep TensorFlow's C++ star
 from toolkit.errors import ToolkitError, choose  # noqa: E402
 from toolkit.recipe import ArgumentParser, positive_int  # noqa: E402
 
-RECIPES = ("classification",)
+RECIPES = ("classification", "sentiment")
 USAGE = """usage: toolkit COMMAND ...
 
 commands:
-  backbones [--input-size N] [--channels C]   list vision backbones with parameters and FLOPs
+  backbones [--input-size N] [--channels C] [--sequence-length T]
+                                              list backbones with parameters and FLOPs
   run RECIPE [options]                        train, export and verify a recipe (toolkit run RECIPE --help)
-  predict RECIPE FILE... [--run DIR] [--format F]  predict with a finished run
+  predict classification IMAGE... [--run DIR] [--format F]
+  predict sentiment "TEXT"... [--run DIR] [--format F]   predict with a finished run
 """
 
 
 def cmd_backbones(argv):
     p = ArgumentParser(prog="toolkit backbones")
-    p.add_argument("--input-size", type=positive_int, default=224)
-    p.add_argument("--channels", type=positive_int, default=3)
+    p.add_argument("--input-size", type=positive_int, default=224, help="vision: square image size")
+    p.add_argument("--channels", type=positive_int, default=3, help="vision: image channels")
+    p.add_argument("--sequence-length", type=positive_int, default=64, help="text: tokens per text")
     args = p.parse_args(argv)
     from toolkit import backbones
 
-    shape = (args.input_size, args.input_size, args.channels)
-    print(f"{'name':<20} {'provider':<20} {'params':>12} {'GFLOPs@' + str(args.input_size):>12}  description")
-    for name in backbones.names("vision"):
+    shapes = {"vision": (args.input_size, args.input_size, args.channels), "text": (args.sequence_length,)}
+    print(f"{'name':<20} {'kind':<7} {'provider':<20} {'params':>12} {'GFLOPs':>9}  input  description")
+    for name in backbones.names():
         spec = backbones.entry(name)
+        shape = shapes[spec.kind]
         model = backbones.get(name, shape)
         print(
-            f"{name:<20} {spec.provider:<20} {backbones.count_params(model):>12,} "
-            f"{backbones.count_flops(model) / 1e9:>12.3f}  {spec.description}"
+            f"{name:<20} {spec.kind:<7} {spec.provider:<20} {backbones.count_params(model):>12,} "
+            f"{backbones.count_flops(model) / 1e9:>9.3f}  {'x'.join(map(str, shape))}  {spec.description}"
         )
     return 0
 
@@ -46,19 +50,27 @@ def cmd_run(argv):
     return 0
 
 
+PREDICT = {
+    # recipe: (what the inputs are, default format, function name in toolkit.predict)
+    "classification": ("image files", "tflite_int8", "predict_classification"),
+    "sentiment": ("texts (quote each one)", "tflite_dynamic", "predict_sentiment"),
+}
+
+
 def cmd_predict(argv):
     if not argv or argv[0].startswith("-"):
-        raise ToolkitError(f"toolkit predict needs a recipe: {', '.join(RECIPES)}")
-    name = choose("recipe", argv[0], RECIPES)
+        raise ToolkitError(f"toolkit predict needs a recipe: {', '.join(PREDICT)}")
+    name = choose("recipe", argv[0], PREDICT)
+    what, default_format, function = PREDICT[name]
     p = ArgumentParser(prog=f"toolkit predict {name}")
-    p.add_argument("files", nargs="+")
+    p.add_argument("inputs", nargs="+", help=what)
     p.add_argument("--run", default=os.path.join("saved_models", name), help="run folder")
-    p.add_argument("--format", default="tflite_int8", help="keras, tflite_fp32 or tflite_int8")
+    p.add_argument("--format", default=default_format, help="keras, tflite_fp32, tflite_dynamic or tflite_int8")
     args = p.parse_args(argv[1:])
-    from toolkit.predict import predict_classification
+    from toolkit import predict
 
-    for file, label, probability in predict_classification(args.run, args.files, args.format):
-        print(f"{file}\t{label}\t{probability:.3f}")
+    for item, label, probability in getattr(predict, function)(args.run, args.inputs, args.format):
+        print(f"{item}\t{label}\t{probability:.3f}")
     return 0
 
 

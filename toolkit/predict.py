@@ -6,7 +6,12 @@ import numpy as np
 
 from toolkit.errors import ToolkitError, choose
 
-FORMAT_FILES = {"keras": "model.keras", "tflite_fp32": "model_fp32.tflite", "tflite_int8": "model_int8.tflite"}
+FORMAT_FILES = {
+    "keras": "model.keras",
+    "tflite_fp32": "model_fp32.tflite",
+    "tflite_dynamic": "model_dynamic.tflite",
+    "tflite_int8": "model_int8.tflite",
+}
 
 
 def load_run_model(run_dir, fmt):
@@ -42,13 +47,43 @@ def read_image(path, shape):
     return array[..., None] if shape[2] == 1 else array
 
 
+def read_labels(run_dir, recipe):
+    path = os.path.join(run_dir, "labels.txt")
+    if not os.path.isfile(path):
+        raise ToolkitError(f"{path} not found: is {run_dir} a finished {recipe} run?")
+    with open(path) as f:
+        return [line.strip() for line in f if line.strip()]
+
+
 def predict_classification(run_dir, files, fmt="tflite_int8"):
-    labels_path = os.path.join(run_dir, "labels.txt")
-    if not os.path.isfile(labels_path):
-        raise ToolkitError(f"{labels_path} not found: is {run_dir} a finished classification run?")
-    with open(labels_path) as f:
-        labels = [line.strip() for line in f if line.strip()]
+    labels = read_labels(run_dir, "classification")
     model, shape = load_run_model(run_dir, fmt)
     batch = np.stack([read_image(f, shape) for f in files]).astype(np.float32)
     probabilities = model(batch)
     return [(f, labels[int(np.argmax(p))], float(np.max(p))) for f, p in zip(files, probabilities)]
+
+
+class SentimentPredictor:
+    """Raw text -> (label, probability): the run's own vocabulary and tokenizer, then its model."""
+
+    def __init__(self, run_dir, fmt="tflite_dynamic"):
+        from toolkit.data import tokenizer
+
+        self.labels = read_labels(run_dir, "sentiment")
+        vocabulary = tokenizer.load_vocabulary(run_dir)
+        self.model, shape = load_run_model(run_dir, fmt)
+        self.tokenizer = tokenizer.make(vocabulary, shape[0])
+
+    def token_ids(self, texts):
+        from toolkit.data.text import check_text
+
+        texts = [check_text(t, f"text {i + 1}") for i, t in enumerate(texts)]
+        return np.asarray(self.tokenizer(texts), np.int32)
+
+    def __call__(self, texts):
+        probabilities = np.asarray(self.model(self.token_ids(texts)))
+        return [(t, self.labels[int(np.argmax(p))], float(np.max(p))) for t, p in zip(texts, probabilities)]
+
+
+def predict_sentiment(run_dir, texts, fmt="tflite_dynamic"):
+    return SentimentPredictor(run_dir, fmt)(texts)

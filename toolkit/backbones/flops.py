@@ -1,8 +1,9 @@
 """Parameter and FLOP counts for any Keras model, by walking its layers (backend-independent).
 
-FLOPs count a multiply-add as 2, for convolutions and dense layers, which carry nearly all the
-arithmetic of a CNN; element-wise work (activations, batch norm, adds) is left out, as fvcore and
-timm's tables do.
+FLOPs count a multiply-add as 2, for convolutions, dense layers, recurrent cells (their input
+and recurrent matrix products at every step) and Transformer blocks (projections, attention
+products, feed-forward), which carry nearly all the arithmetic; element-wise work (activations,
+normalisation, adds) is left out, as fvcore and timm's tables do.
 """
 
 import math
@@ -44,4 +45,18 @@ def _layer_flops(layer):
         return 2 * math.prod(out_shape[1:]) * kh * kw * cin
     if isinstance(layer, keras.layers.Dense):
         return 2 * math.prod(out_shape[1:]) * in_shape[-1]
+    if isinstance(layer, keras.layers.Bidirectional):
+        return 2 * _recurrent_flops(layer.forward_layer, in_shape)
+    if isinstance(layer, (keras.layers.GRU, keras.layers.LSTM)):
+        return _recurrent_flops(layer, in_shape)
+    if type(layer).__name__ == "TransformerEncoder":  # KerasHub's block: attention + feed-forward
+        steps, width = in_shape[1], in_shape[2]
+        macs = 4 * steps * width * width + 2 * steps * steps * width + 2 * steps * width * layer.intermediate_dim
+        return 2 * macs
     return 0
+
+
+def _recurrent_flops(layer, in_shape):
+    gates = 3 if isinstance(layer, keras.layers.GRU) else 4
+    steps, features, units = in_shape[1], in_shape[-1], layer.units
+    return 2 * steps * gates * units * (features + units)

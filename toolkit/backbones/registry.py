@@ -61,13 +61,28 @@ def check_options(name, given):
         )
 
 
-def get(name, input_shape=(224, 224, 3), **kwargs):
-    """Builds backbone `name`: a functional keras.Model from raw pixels (0..255) to {"P1".."P5"}."""
+DEFAULT_INPUT_SHAPES = {"vision": (224, 224, 3), "text": (64,)}
+
+
+def get(name, input_shape=None, **kwargs):
+    """Builds backbone `name` as a functional keras.Model.
+
+    Vision: raw pixels (0..255), input_shape (H, W, C) -> {"P1".."P5"}.
+    Text: int32 token ids (0 = padding), input_shape (T,) -> {"sequence": (B, T, D), "pooled": (B, D)}.
+    """
     spec = entry(name)
-    input_shape = _check_input_shape(name, input_shape, spec.min_size)
+    if input_shape is None:
+        input_shape = DEFAULT_INPUT_SHAPES[spec.kind]
+    if spec.kind == "text":
+        input_shape = _check_sequence_shape(name, input_shape)
+    else:
+        input_shape = _check_input_shape(name, input_shape, spec.min_size)
     check_options(name, kwargs)
     model = spec.builder(input_shape=input_shape, **kwargs)
-    check_pyramid(model, input_shape)
+    if spec.kind == "text":
+        check_text_outputs(model, input_shape)
+    else:
+        check_pyramid(model, input_shape)
     return model
 
 
@@ -83,6 +98,26 @@ def _check_input_shape(name, input_shape, min_size):
             f"backbone {name!r} needs images of at least {min_size}x{min_size}, got {shape[0]}x{shape[1]}"
         )
     return shape
+
+
+def _check_sequence_shape(name, input_shape):
+    try:
+        shape = tuple(int(d) for d in input_shape)
+    except (TypeError, ValueError):
+        shape = ()
+    if len(shape) != 1 or shape[0] < 1:
+        raise ToolkitError(f"text backbone {name!r} takes input_shape (sequence_length,), got {input_shape!r}")
+    return shape
+
+
+def check_text_outputs(model, input_shape):
+    """Asserts the text contract: "sequence" (B, T, D) and "pooled" (B, D), plus any state outputs."""
+    outputs = model.output
+    if not isinstance(outputs, dict) or not {"sequence", "pooled"} <= set(outputs):
+        raise AssertionError(f"text backbone {model.name} must output sequence and pooled, got {outputs!r}")
+    sequence, pooled = outputs["sequence"].shape, outputs["pooled"].shape
+    if len(sequence) != 3 or sequence[1] != input_shape[0] or len(pooled) != 2:
+        raise AssertionError(f"{model.name}: sequence {sequence} / pooled {pooled} break the text contract")
 
 
 def level_size(size, level):

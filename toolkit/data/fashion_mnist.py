@@ -7,12 +7,12 @@ builder needs the internet, this one does not.
 """
 
 import gzip
-import hashlib
 import os
 
 import numpy as np
 import tensorflow_datasets as tfds
 
+from toolkit.data import local_tfds
 from toolkit.errors import ToolkitError
 
 DEFAULT_SOURCE = "/usr/share/datasets/fashion-mnist"
@@ -105,14 +105,4 @@ def builder(source_dir=None, data_dir=None):
         raise ToolkitError(f"Fashion-MNIST folder {source_dir} does not exist: {HOW_TO_GET}")
     for images_stem, labels_stem in FILES.values():
         find_file(source_dir, images_stem), find_file(source_dir, labels_stem)
-    if data_dir is None:
-        # One prepared copy per source folder, so that pointing at other files never reads stale records.
-        key = hashlib.sha1(os.path.abspath(source_dir).encode()).hexdigest()[:10]
-        data_dir = os.path.join(os.path.expanduser("~/tensorflow_datasets"), f"toolkit-{key}")
-    b = FashionMnistLocal(data_dir=data_dir)
-    if not b.is_prepared():
-        # One line instead of TFDS's progress bars, which would bury the CLI's one-line errors on stderr.
-        print(f"preparing {source_dir} as a TFDS dataset in {data_dir} (first use only)", flush=True)
-        tfds.disable_progress_bar()
-    b.download_and_prepare(download_config=tfds.download.DownloadConfig(manual_dir=source_dir))
-    return b
+    return local_tfds.prepared(FashionMnistLocal, source_dir, data_dir)

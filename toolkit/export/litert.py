@@ -8,13 +8,26 @@ import numpy as np
 from toolkit.errors import ToolkitError
 
 
+def saved_model_input_dtype(saved_model_dir):
+    """The numpy dtype of the serving signature's one input (float32 pixels, int32 token ids...)."""
+    import tensorflow as tf
+
+    signature = tf.saved_model.load(saved_model_dir).signatures["serving_default"]
+    specs = signature.structured_input_signature[1]
+    return np.dtype(next(iter(specs.values())).dtype.as_numpy_dtype)
+
+
 def export_saved_model(model, path):
     """Needs the TensorFlow backend (other backends export through the saved .keras file)."""
     model.export(path, format="tf_saved_model", verbose=False)
 
 
-def convert(saved_model_dir, quantization="fp32", calibration_images=None):
-    """SavedModel -> .tflite bytes. fp32, or full-integer int8 (float I/O) calibrated on images.
+QUANTIZATIONS = ("fp32", "dynamic", "int8")
+
+
+def convert(saved_model_dir, quantization="fp32", calibration_inputs=None):
+    """SavedModel -> .tflite bytes: fp32; dynamic-range ("dynamic": int8 weights, float activations);
+    or full-integer int8 with float I/O, calibrated on samples from the training split.
 
     Builtin ops only (no Select TF ops), so the stock ai-edge-litert interpreter runs the file.
     """
@@ -22,19 +35,22 @@ def convert(saved_model_dir, quantization="fp32", calibration_images=None):
 
     converter = tf.lite.TFLiteConverter.from_saved_model(saved_model_dir)
     converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS]
-    if quantization == "int8":
-        if calibration_images is None or len(calibration_images) == 0:
-            raise ToolkitError("int8 export needs calibration images from the training split")
+    if quantization == "dynamic":
+        converter.optimizations = [tf.lite.Optimize.DEFAULT]
+    elif quantization == "int8":
+        if calibration_inputs is None or len(calibration_inputs) == 0:
+            raise ToolkitError("int8 export needs calibration samples from the training split")
         converter.optimizations = [tf.lite.Optimize.DEFAULT]
         converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
+        dtype = saved_model_input_dtype(saved_model_dir)
 
         def representative_dataset():
-            for image in calibration_images:
-                yield [np.asarray(image, np.float32)[None]]
+            for sample in calibration_inputs:
+                yield [np.asarray(sample, dtype)[None]]
 
         converter.representative_dataset = representative_dataset
     elif quantization != "fp32":
-        raise ToolkitError(f"unknown quantization {quantization!r}; valid: fp32, int8")
+        raise ToolkitError(f"unknown quantization {quantization!r}; valid: {', '.join(QUANTIZATIONS)}")
     try:
         return converter.convert()
     except Exception as e:  # the converter raises ConverterError and others; keep its op report
@@ -52,15 +68,20 @@ class LiteRTModel:
         self.path, self.threads = path, threads
         self.interpreter = Interpreter(model_path=path, num_threads=threads)
         self.runner = self.interpreter.get_signature_runner()
-        inputs = self.runner.get_input_details()
-        if len(inputs) != 1:
-            raise ToolkitError(f"{path}: expected one input, found {sorted(inputs)}")
-        self.input_name, details = next(iter(inputs.items()))
-        self.input_dtype = details["dtype"]
+        self.input_dtypes = {name: d["dtype"] for name, d in self.runner.get_input_details().items()}
+        self.input_name, self.input_dtype = next(iter(self.input_dtypes.items()))
         self.output_names = sorted(self.runner.get_output_details())
 
-    def __call__(self, images):
-        outputs = self.runner(**{self.input_name: np.asarray(images, self.input_dtype)})
+    def __call__(self, inputs):
+        """One array for a one-input model, or a dict by input name (e.g. tokens and state_0)."""
+        if not isinstance(inputs, dict):
+            if len(self.input_dtypes) != 1:
+                raise ToolkitError(f"{self.path} takes several inputs: pass a dict of {sorted(self.input_dtypes)}")
+            inputs = {self.input_name: inputs}
+        missing = set(self.input_dtypes) - set(inputs)
+        if missing:
+            raise ToolkitError(f"{self.path}: missing inputs {sorted(missing)}")
+        outputs = self.runner(**{k: np.asarray(inputs[k], dtype) for k, dtype in self.input_dtypes.items()})
         if len(outputs) == 1:
             return next(iter(outputs.values()))
         return outputs

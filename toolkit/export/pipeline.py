@@ -21,15 +21,30 @@ from toolkit.export import litert
 from toolkit.export.run_folder import write_atomic
 
 VERIFY_FILE = "verify.npz"
-LITERT_FORMATS = ("tflite_fp32", "tflite_int8")
+LITERT_FORMATS = ("tflite_fp32", "tflite_int8")  # a task module may set its own LITERT_FORMATS
 
 
 def task_module(task):
     return importlib.import_module(f"toolkit.tasks.{task}")
 
 
-def keras_outputs(model, images, batch_size=256):
-    return np.asarray(model.predict(np.asarray(images, np.float32), batch_size=batch_size, verbose=0))
+def litert_formats(module):
+    return getattr(module, "LITERT_FORMATS", LITERT_FORMATS)
+
+
+def tflite_file(fmt):
+    """'tflite_int8' -> 'model_int8.tflite'."""
+    return f"model_{fmt.split('_', 1)[1]}.tflite"
+
+
+def input_dtype(model):
+    """Inputs go in as the model declares them: float32 pixels, int32 token ids."""
+    return np.dtype(model.inputs[0].dtype)
+
+
+def keras_outputs(model, inputs, batch_size=256):
+    inputs = np.asarray(inputs, input_dtype(model))
+    return np.asarray(model.predict(inputs, batch_size=batch_size, verbose=0))
 
 
 def finish_run(run_dir, model, task, test_images, test_labels, calibration_images, threads=2):
@@ -38,7 +53,7 @@ def finish_run(run_dir, model, task, test_images, test_labels, calibration_image
     model_path = os.path.join(run_dir, "model.keras")
     model.save(model_path)
     outputs = keras_outputs(model, test_images)
-    sample = np.asarray(test_images[:1], np.float32)
+    sample = np.asarray(test_images[:1], input_dtype(model))
     latency, p90 = litert.median_latency_ms(model.predict_on_batch, sample)
     formats = {
         "keras": {
@@ -86,8 +101,8 @@ def export_formats(run_dir, task, threads=2):
 
     module = task_module(task)
     data = np.load(os.path.join(run_dir, VERIFY_FILE))
-    images, labels, reference = data["images"].astype(np.float32), data["labels"], data["keras_outputs"]
     model = keras.saving.load_model(os.path.join(run_dir, "model.keras"), safe_mode=True)
+    images, labels, reference = data["images"].astype(input_dtype(model)), data["labels"], data["keras_outputs"]
     formats = {}
 
     saved_model_dir = os.path.join(run_dir, "saved_model")
@@ -103,9 +118,9 @@ def export_formats(run_dir, task, threads=2):
         "size_bytes": litert.size_bytes(saved_model_dir),
         "max_abs_diff": float(np.max(np.abs(outputs - reference))),
     }
-    for name in LITERT_FORMATS:
-        quantization = name.split("_")[1]
-        path = os.path.join(run_dir, f"model_{quantization}.tflite")
+    for name in litert_formats(module):
+        quantization = name.split("_", 1)[1]
+        path = os.path.join(run_dir, tflite_file(name))
         write_atomic(path, litert.convert(saved_model_dir, quantization, data["calibration"]))
         runtime = litert.LiteRTModel(path, threads=threads)
         outputs = runtime.predict(images)

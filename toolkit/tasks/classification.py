@@ -35,8 +35,8 @@ def backbone_of(model):
     return nested[0]
 
 
-def compile(model, learning_rate=3e-3, total_steps=1000, weight_decay=0.05, warmup_fraction=0.05):
-    """AdamW with linear warm-up into cosine decay, sparse cross-entropy, top-1 accuracy."""
+def compile(model, learning_rate=3e-3, total_steps=1000, weight_decay=0.05, warmup_fraction=0.05, metric=METRIC):
+    """AdamW with linear warm-up into cosine decay, sparse cross-entropy, accuracy named `metric`."""
     warmup = max(1, int(total_steps * warmup_fraction))
     schedule = keras.optimizers.schedules.CosineDecay(
         learning_rate / 10, max(1, total_steps - warmup), warmup_target=learning_rate, warmup_steps=warmup
@@ -44,7 +44,7 @@ def compile(model, learning_rate=3e-3, total_steps=1000, weight_decay=0.05, warm
     model.compile(
         optimizer=keras.optimizers.AdamW(schedule, weight_decay=weight_decay),
         loss="sparse_categorical_crossentropy",
-        metrics=[keras.metrics.SparseCategoricalAccuracy(name=METRIC)],
+        metrics=[keras.metrics.SparseCategoricalAccuracy(name=metric)],
     )
     return model
 

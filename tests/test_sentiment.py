@@ -1,0 +1,98 @@
+"""The sentiment recipe end to end on a small generated corpus: it learns, every export verifies,
+and `toolkit predict sentiment` reads raw text (and refuses bad text with one clear line)."""
+
+import itertools
+import json
+import os
+import random
+
+import numpy as np
+import pytest
+
+from tests.conftest import run_cli
+from tests.test_cli import _fails_with
+
+POSITIVE = ["wonderful", "moving", "brilliant", "charming", "gripping", "superb", "delightful", "clever"]
+NEGATIVE = ["dull", "tedious", "clumsy", "lifeless", "awful", "boring", "shallow", "messy"]
+SUBJECTS = ["the film", "this movie", "the plot", "the cast", "the script", "its ending", "the score", "the pacing"]
+FILLERS = ["", "honestly ", "frankly ", "overall "]
+
+
+def _corpus(path):
+    """Reviews whose label follows the polarity of their adjective, in varied phrasings."""
+    rng = random.Random(0)
+    rows = []
+    for subject, filler, (label, words) in itertools.product(SUBJECTS, FILLERS, [("fresh", POSITIVE), ("rotten", NEGATIVE)]):
+        for word in rng.sample(words, 5):
+            rows.append({"review": f"{filler}{subject} is {word} .", "verdict": label})
+    rng.shuffle(rows)
+    path.write_text("\n".join(json.dumps(r) for r in rows) + "\n")
+    return len(rows)
+
+
+@pytest.fixture(scope="module")
+def sentiment_run(tmp_path_factory):
+    from recipes import sentiment
+
+    folder = tmp_path_factory.mktemp("sentiment")
+    _corpus(folder / "reviews.jsonl")
+    argv = [
+        "--data", f"jsonl:{folder / 'reviews.jsonl'}", "--text-column", "review", "--label-column", "verdict",
+        "--sequence-length", "12", "--vocabulary-size", "200", "--epochs", "8", "--batch-size", "16",
+        "--learning-rate", "1e-2", "--backbone-option", "width=16", "--backbone-option", "embedding_dim=16",
+        "--output", str(folder / "out"), "--verbose", "0", "--calibration-samples", "100",
+    ]  # fmt: skip
+    return sentiment.main(argv), str(folder / "out" / "sentiment")
+
+
+@pytest.mark.slow
+def test_recipe_learns_and_every_format_verifies(sentiment_run):
+    result, run = sentiment_run
+    formats = result["formats"]
+    assert result["metric"] == "accuracy" and result["split_sizes"]["test"] > 20
+    assert formats["keras"]["accuracy"] >= 0.9, formats["keras"]  # held-out texts, majority rate 0.5
+    assert formats["keras"]["f1"] >= 0.85
+    assert formats["tflite_fp32"]["max_abs_diff"] <= 1e-4
+    for name in ("tflite_dynamic", "tflite_int8"):
+        assert abs(formats[name]["accuracy"] - formats["keras"]["accuracy"]) <= 0.05, (name, formats[name])
+    for name in ("model.keras", "model_fp32.tflite", "model_dynamic.tflite", "model_int8.tflite", "vocab.txt",
+                 "labels.txt", "report.json", "report.md", "backbone.weights.h5"):  # fmt: skip
+        assert os.path.isfile(os.path.join(run, name)), name
+    with open(os.path.join(run, "report.json")) as f:
+        assert json.load(f)["formats"]["tflite_dynamic"]["size_bytes"] < formats["tflite_fp32"]["size_bytes"]
+
+
+@pytest.mark.slow
+def test_predict_reads_raw_text_in_every_format(sentiment_run):
+    from toolkit.predict import predict_sentiment
+
+    _, run = sentiment_run
+    texts = ["honestly the cast is superb .", "the pacing is tedious ."]
+    for fmt in ("keras", "tflite_fp32", "tflite_dynamic"):
+        labels = [label for _, label, _ in predict_sentiment(run, texts, fmt)]
+        assert labels == ["fresh", "rotten"], (fmt, labels)
+    long_text = "the cast is superb . " + "and then some more words " * 2000  # truncated to 12 tokens
+    assert predict_sentiment(run, [long_text])[0][1] == "fresh"
+
+    done = run_cli("predict", "sentiment", "the film is wonderful .", "--run", run)
+    assert done.returncode == 0, done.stderr
+    text, label, probability = done.stdout.strip().split("\t")
+    assert label == "fresh" and 0.5 < float(probability) <= 1
+
+
+@pytest.mark.slow
+def test_predict_refuses_empty_and_non_utf8_text(sentiment_run):
+    _, run = sentiment_run
+    _fails_with(run_cli("predict", "sentiment", "fine", "   ", "--run", run), "text 2: the text is empty")
+    _fails_with(run_cli("predict", "sentiment", b"caf\xe9 latte", "--run", run), "text 1: not valid UTF-8")
+    _fails_with(run_cli("predict", "sentiment", "fine", "--run", run, "--format", "onnx"), "unknown format 'onnx'")
+
+
+def test_predict_without_a_run_names_the_missing_file(tmp_path):
+    _fails_with(run_cli("predict", "sentiment", "some text", "--run", str(tmp_path)), "labels.txt")
+
+
+def test_bad_sentiment_options_are_named(tmp_path):
+    _fails_with(run_cli("run", "sentiment", "--backbone", "resnet"), "not a text backbone")
+    _fails_with(run_cli("run", "sentiment", "--data", f"csv:{tmp_path / 'none.csv'}"), "no such file")
+    _fails_with(run_cli("run", "sentiment", "--sequence-length", "0"), "--sequence-length", "positive integer")

@@ -1,0 +1,105 @@
+"""One shared check for every registered text backbone: the DESIGN text contract, end to end."""
+
+import numpy as np
+import pytest
+
+import keras
+
+from toolkit import backbones
+from toolkit.errors import ToolkitError
+from toolkit.export import litert
+
+LENGTH, VOCABULARY = 12, 50
+
+
+def _tokens(n=48, length=LENGTH, seed=0):
+    """Token ids with right padding (0) of random lengths; label = does token 7 occur."""
+    rng = np.random.default_rng(seed)
+    tokens = rng.integers(2, VOCABULARY, (n, length)).astype(np.int32)
+    lengths = rng.integers(3, length + 1, n)
+    tokens[np.arange(length)[None, :] >= lengths[:, None]] = 0
+    labels = (tokens == 7).any(axis=1).astype(np.int64)
+    return tokens, labels
+
+
+def _feed(model, tokens):
+    """The model's inputs: tokens, plus zero initial states for a causal backbone."""
+    if len(model.inputs) == 1:
+        return tokens
+    return {t.name: tokens if t.name == "tokens" else np.zeros((len(tokens), t.shape[1]), np.float32) for t in model.inputs}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", backbones.names("text"))
+def test_text_backbone_contract(name, tmp_path):
+    model = backbones.get(name, (LENGTH,), vocabulary_size=VOCABULARY)
+    tokens, labels = _tokens()
+    out = model.predict(_feed(model, tokens), verbose=0)
+    assert out["sequence"].shape[:2] == (len(tokens), LENGTH) and out["pooled"].shape[0] == len(tokens)
+    assert np.isfinite(out["pooled"]).all() and out["pooled"].std() > 0
+
+    # Config round-trip and .keras save/load (safe_mode) give the same outputs.
+    clone = keras.Model.from_config(model.get_config())
+    clone.set_weights(model.get_weights())
+    np.testing.assert_allclose(clone.predict(_feed(clone, tokens), verbose=0)["pooled"], out["pooled"], atol=1e-5)
+    model.save(tmp_path / "backbone.keras")
+    loaded = keras.saving.load_model(tmp_path / "backbone.keras", safe_mode=True)
+    np.testing.assert_allclose(loaded.predict(_feed(loaded, tokens), verbose=0)["pooled"], out["pooled"], atol=1e-5)
+
+    # A short fit of a head on "pooled" moves the loss down and changes the backbone's weights.
+    inputs = {t.name: keras.Input(t.shape[1:], dtype=t.dtype, name=t.name) for t in model.inputs}
+    inputs = inputs if len(inputs) > 1 else inputs["tokens"]
+    classifier = keras.Model(inputs, keras.layers.Dense(2, activation="softmax")(model(inputs)["pooled"]))
+    classifier.compile(keras.optimizers.Adam(3e-3), "sparse_categorical_crossentropy")
+    before = [w.copy() for w in model.get_weights()]
+    history = classifier.fit(_feed(model, tokens), labels, batch_size=16, epochs=4, verbose=0).history["loss"]
+    assert history[-1] < history[0], history
+    assert any(not np.allclose(a, b) for a, b in zip(before, model.get_weights()))
+
+    # LiteRT with builtin ops only (unrolled recurrences: no TensorList ops) runs on the stock
+    # interpreter and matches Keras.
+    litert.export_saved_model(model, str(tmp_path / "saved_model"))
+    (tmp_path / "model.tflite").write_bytes(litert.convert(str(tmp_path / "saved_model")))
+    runtime = litert.LiteRTModel(str(tmp_path / "model.tflite"))
+    expected = model.predict(_feed(model, tokens), verbose=0)
+    got = runtime(_feed(model, tokens))
+    match = [k for k in got if got[k].shape == expected["pooled"].shape and np.allclose(got[k], expected["pooled"], atol=1e-4)]
+    assert match, f"no LiteRT output matches pooled within 1e-4 ({sorted(got)})"
+
+
+@pytest.mark.parametrize("name", ["birnn", "causal_rnn"])
+def test_padding_is_masked_so_the_sequence_length_does_not_matter(name):
+    """Padded steps leave the recurrent state alone: the same texts give the same pooled vector
+    at sequence length 12 and 20, with the same weights."""
+    short = backbones.get(name, (LENGTH,), vocabulary_size=VOCABULARY)
+    long = backbones.get(name, (LENGTH + 8,), vocabulary_size=VOCABULARY)
+    long.set_weights(short.get_weights())
+    tokens, _ = _tokens(8)
+    padded = np.pad(tokens, ((0, 0), (0, 8)))
+    a = short.predict(_feed(short, tokens), verbose=0)["pooled"]
+    b = long.predict(_feed(long, padded), verbose=0)["pooled"]
+    np.testing.assert_allclose(a, b, atol=1e-5)
+
+
+def test_causal_state_carries_across_calls():
+    """Running a text in two halves, feeding the first half's state into the second, equals one pass:
+    what a decoder does one step at a time."""
+    whole = backbones.get("causal_rnn", (LENGTH,), vocabulary_size=VOCABULARY, width=16)
+    half = backbones.get("causal_rnn", (LENGTH // 2,), vocabulary_size=VOCABULARY, width=16)
+    half.set_weights(whole.get_weights())
+    tokens = np.random.default_rng(1).integers(2, VOCABULARY, (4, LENGTH)).astype(np.int32)
+    zeros = np.zeros((4, 16), np.float32)
+    one_pass = whole.predict({"tokens": tokens, "state_0": zeros}, verbose=0)
+    first = half.predict({"tokens": tokens[:, : LENGTH // 2], "state_0": zeros}, verbose=0)
+    second = half.predict({"tokens": tokens[:, LENGTH // 2 :], "state_0": first["state_0"]}, verbose=0)
+    np.testing.assert_allclose(second["pooled"], one_pass["pooled"], atol=1e-5)
+    np.testing.assert_allclose(second["sequence"], one_pass["sequence"][:, LENGTH // 2 :], atol=1e-5)
+
+
+def test_bad_text_backbone_arguments_are_named():
+    with pytest.raises(ToolkitError, match="input_shape \\(sequence_length,\\)"):
+        backbones.get("birnn", (28, 28, 1))
+    with pytest.raises(ToolkitError, match="unknown cell 'rnn'.*gru, lstm"):
+        backbones.get("birnn", (8,), cell="rnn")
+    with pytest.raises(ToolkitError, match="has no option heads"):
+        backbones.get("transformer", (8,), heads=2)

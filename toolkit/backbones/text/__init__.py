@@ -1,0 +1,1 @@
+from toolkit.backbones.text import rnn, transformer  # noqa: F401

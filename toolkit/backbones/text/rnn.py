@@ -1,0 +1,72 @@
+"""Recurrent text backbones: token ids in, {"sequence": (B, T, D), "pooled": (B, D)} out.
+
+`birnn` reads a whole text both ways (for understanding tasks); `causal_rnn` reads left to right
+and takes and returns its recurrent state explicitly, so a decoder can run one step at a time
+(build it with input_shape=(1,) for the step model: the weights are the same at every length).
+
+The recurrences are unrolled over a static sequence length. A Keras GRU/LSTM left as a loop
+converts to TensorList ops that the stock LiteRT interpreter rejects; unrolled, the same layer
+converts to builtin ops only (FullyConnected, Logistic, Tanh, Select) and matches Keras exactly.
+Token id 0 is padding: the embedding masks it, so padded steps leave the state untouched and
+"pooled" is the state after each text's last real token.
+"""
+
+import keras
+
+from toolkit.backbones.registry import register
+from toolkit.backbones.text.layers import PaddingMask
+from toolkit.errors import choose
+
+CELLS = {"gru": keras.layers.GRU, "lstm": keras.layers.LSTM}
+
+
+def _embed(tokens, vocabulary_size, embedding_dim, dropout):
+    x = keras.layers.Embedding(vocabulary_size, embedding_dim, mask_zero=True, name="embedding")(tokens)
+    if dropout:
+        x = keras.layers.Dropout(dropout, noise_shape=(None, 1, embedding_dim), name="embedding_dropout")(x)
+    return x
+
+
+@register(
+    "birnn", kind="text", provider="toolkit", min_size=1,
+    description="embedding + stacked bidirectional GRU/LSTM, unrolled (builtin LiteRT ops)",
+)  # fmt: skip
+def birnn(input_shape=(64,), vocabulary_size=8000, embedding_dim=128, width=64, depth=1, cell="gru", dropout=0.2):
+    layer = CELLS[choose("cell", cell, CELLS)]
+    tokens = keras.Input(input_shape, dtype="int32", name="tokens")
+    x = _embed(tokens, vocabulary_size, embedding_dim, dropout)
+    for i in range(depth):
+        if i:
+            x = keras.layers.Dropout(dropout, name=f"dropout_{i}")(x)
+        recurrent = layer(width, return_sequences=True, return_state=True, unroll=True, name=f"{cell}_{i}")
+        x, *states = keras.layers.Bidirectional(recurrent, name=f"bidirectional_{i}")(x)
+    # states: [h_forward, (c_forward,) h_backward, (c_backward)]; pooled = both directions' final h.
+    pooled = keras.layers.Concatenate(name="pooled")([states[0], states[len(states) // 2]])
+    return keras.Model(tokens, {"sequence": x, "pooled": pooled}, name="birnn")
+
+
+@register(
+    "causal_rnn", kind="text", provider="toolkit", min_size=1,
+    description="embedding + stacked left-to-right GRU/LSTM with explicit state in and out (decoders)",
+)  # fmt: skip
+def causal_rnn(input_shape=(64,), vocabulary_size=8000, embedding_dim=128, width=128, depth=1, cell="gru", dropout=0.0):
+    layer = CELLS[choose("cell", cell, CELLS)]
+    tokens = keras.Input(input_shape, dtype="int32", name="tokens")
+    inputs, outputs = {"tokens": tokens}, {}
+    # Keras drops the embedding's mask when an RNN is called with initial_state, so pass it explicitly.
+    padding = PaddingMask(name="padding_mask")(tokens)
+    x = _embed(tokens, vocabulary_size, embedding_dim, dropout)
+    for i in range(depth):
+        names = state_names(i, cell)
+        initial = [keras.Input((width,), name=name) for name in names]
+        inputs.update(zip(names, initial))
+        recurrent = layer(width, return_sequences=True, return_state=True, unroll=True, name=f"{cell}_{i}")
+        x, *states = recurrent(x, initial_state=initial, mask=padding)
+        outputs.update(zip(names, states))
+    outputs["sequence"] = x
+    outputs["pooled"] = outputs[state_names(depth - 1, cell)[0]]  # the last layer's h after the last real token
+    return keras.Model(inputs, outputs, name="causal_rnn")
+
+
+def state_names(layer_index, cell):
+    return [f"state_{layer_index}"] if cell == "gru" else [f"state_{layer_index}_h", f"state_{layer_index}_c"]

@@ -1,0 +1,71 @@
+"""Subword tokenisation outside the model, in tf.data: a KerasHub WordPiece tokenizer whose
+vocabulary is learned from the training split only and saved beside the model (`vocab.txt`).
+
+Training, evaluation and prediction all go through `make(...)` and `batches(...)`/`encode(...)`:
+lower-cased, accents stripped, id 0 = [PAD] (the backbones mask it), 1 = [UNK], and every text
+padded or truncated to the recipe's static sequence length (the exported graphs need it static).
+"""
+
+import os
+
+import numpy as np
+import tensorflow as tf
+
+from toolkit.errors import ToolkitError
+from toolkit.export.run_folder import write_atomic
+
+RESERVED_TOKENS = ["[PAD]", "[UNK]"]
+VOCABULARY_FILE = "vocab.txt"
+
+
+def train_vocabulary(texts, vocabulary_size):
+    import keras_hub
+
+    if not texts:
+        raise ToolkitError("cannot learn a vocabulary from no texts")
+    data = tf.data.Dataset.from_tensor_slices(list(texts)).batch(1024)
+    return keras_hub.tokenizers.compute_word_piece_vocabulary(
+        data, vocabulary_size, lowercase=True, strip_accents=True, reserved_tokens=RESERVED_TOKENS
+    )
+
+
+def make(vocabulary, sequence_length):
+    import keras_hub
+
+    return keras_hub.tokenizers.WordPieceTokenizer(
+        vocabulary=list(vocabulary),
+        sequence_length=sequence_length,
+        lowercase=True,
+        strip_accents=True,
+        oov_token="[UNK]",
+    )
+
+
+def save_vocabulary(vocabulary, folder):
+    write_atomic(os.path.join(folder, VOCABULARY_FILE), "\n".join(vocabulary) + "\n")
+
+
+def load_vocabulary(folder):
+    path = os.path.join(folder, VOCABULARY_FILE)
+    if not os.path.isfile(path):
+        raise ToolkitError(f"{path} not found: is {folder} a finished text run folder?")
+    with open(path, encoding="utf-8") as f:
+        vocabulary = f.read().splitlines()
+    if vocabulary[: len(RESERVED_TOKENS)] != RESERVED_TOKENS:
+        raise ToolkitError(f"{path}: expected {RESERVED_TOKENS} as the first tokens")
+    return vocabulary
+
+
+def batches(tokenizer, texts, labels, batch_size, shuffle=False, seed=0):
+    """(token ids, label) batches: strings are tokenised per batch inside the tf.data pipeline."""
+    ds = tf.data.Dataset.from_tensor_slices((list(texts), np.asarray(labels)))
+    if shuffle:
+        ds = ds.shuffle(len(texts), seed=seed, reshuffle_each_iteration=True)
+    ds = ds.batch(batch_size).map(lambda t, y: (tokenizer(t), y), num_parallel_calls=tf.data.AUTOTUNE)
+    return ds.prefetch(tf.data.AUTOTUNE)
+
+
+def encode(tokenizer, texts, batch_size=1024):
+    """All texts -> int32 token ids (N, sequence_length), through the same tf.data path."""
+    ds = tf.data.Dataset.from_tensor_slices(list(texts)).batch(batch_size).map(tokenizer)
+    return np.concatenate([np.asarray(batch, np.int32) for batch in ds.as_numpy_iterator()])

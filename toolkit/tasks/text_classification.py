@@ -1,0 +1,54 @@
+"""Text classification: any registered text backbone + a softmax head on its pooled vector.
+
+The model takes int32 token ids (0 = padding; tokenisation happens outside, in tf.data) and
+returns class probabilities; the headline metric is accuracy, with macro F1 beside it. Exports
+as LiteRT fp32, dynamic-range (int8 weights, float activations: what suits recurrent layers)
+and full-integer int8, each scored on the whole test split.
+"""
+
+import keras
+import numpy as np
+
+from toolkit import backbones
+from toolkit.errors import ToolkitError
+from toolkit.heads.classification import probabilities_head
+from toolkit.tasks import classification
+from toolkit.tasks.classification import backbone_of, confusion_matrix  # noqa: F401  (shared with images)
+
+METRIC = "accuracy"
+LITERT_FORMATS = ("tflite_fp32", "tflite_dynamic", "tflite_int8")
+
+
+def build(backbone="birnn", sequence_length=64, num_classes=2, vocabulary_size=8000, dropout=0.3, **backbone_options):
+    """token ids (B, T) -> backbone (a nested model named after it) -> pooled -> probabilities."""
+    if num_classes < 2:
+        raise ToolkitError(f"text classification needs at least 2 classes, got {num_classes}")
+    check_backbone(backbone)
+    feature_model = backbones.get(backbone, (sequence_length,), vocabulary_size=vocabulary_size, **backbone_options)
+    if len(feature_model.inputs) != 1:
+        raise ToolkitError(f"backbone {backbone!r} takes recurrent state inputs; use a bidirectional or encoder backbone")
+    tokens = keras.Input((sequence_length,), dtype="int32", name="tokens")
+    outputs = probabilities_head(feature_model(tokens)["pooled"], num_classes, dropout)
+    return keras.Model(tokens, outputs, name="text_classifier")
+
+
+def check_backbone(name):
+    if backbones.entry(name).kind != "text":
+        raise ToolkitError(f"backbone {name!r} is not a text backbone; text backbones: {', '.join(backbones.names('text'))}")
+
+
+def compile(model, learning_rate=2e-3, total_steps=1000, weight_decay=0.05):
+    """The image classifier's schedule (AdamW, warm-up, cosine), with the metric named accuracy."""
+    return classification.compile(model, learning_rate, total_steps, weight_decay, metric=METRIC)
+
+
+def score(probabilities, labels):
+    """Accuracy and macro F1 (the mean over classes of each class's F1) of probabilities vs labels."""
+    probabilities, labels = np.asarray(probabilities), np.asarray(labels)
+    predicted = np.argmax(probabilities, axis=-1)
+    f1 = []
+    for c in range(probabilities.shape[-1]):
+        tp = np.sum((predicted == c) & (labels == c))
+        denominator = np.sum(predicted == c) + np.sum(labels == c)
+        f1.append(2 * tp / denominator if denominator else 0.0)
+    return {METRIC: float(np.mean(predicted == labels)), "f1": float(np.mean(f1))}
