@@ -33,6 +33,8 @@ test-fast: $(STAMP) data
 
 benchmark: $(STAMP) data
 	$(PY) benchmarks/classification.py
+	$(PY) benchmarks/int8_latency.py
+	$(PY) benchmarks/sentiment.py
 
 clean:
-	rm -rf $(VENV) saved_models/classification
+	rm -rf $(VENV) saved_models/classification saved_models/sentiment

@@ -43,7 +43,9 @@ def pipeline_overhead(args, data):
     results = {}
     for name in ("bare numpy model.fit", "recipe tf.data pipeline"):
         keras.utils.set_random_seed(0)
-        model = classification.build(args.backbone, data.image_shape, len(data.class_names), dropout=args.dropout)
+        model = classification.build(
+            args.backbone, data.image_shape, len(data.class_names), head_dropout=args.head_dropout
+        )
         classification.compile(model, args.learning_rate, 3 * len(x) // args.batch_size)
         timer = EpochTimes()
         if name.startswith("bare"):

@@ -22,7 +22,6 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 import keras  # noqa: E402
-import numpy as np  # noqa: E402
 
 from benchmarks.results import update_section  # noqa: E402
 from recipes import sentiment as recipe  # noqa: E402
@@ -40,7 +39,7 @@ def bag_of_wordpieces(args, data):
     keras.utils.set_random_seed(args.seed)
     tokens = keras.Input((args.sequence_length,), dtype="int32")
     x = keras.layers.Embedding(len(vocabulary), 64, mask_zero=True)(tokens)
-    x = keras.layers.GlobalAveragePooling1D()(keras.layers.Dropout(args.dropout)(x))
+    x = keras.layers.GlobalAveragePooling1D()(keras.layers.Dropout(args.head_dropout)(x))
     model = keras.Model(tokens, keras.layers.Dense(len(data.class_names), activation="softmax")(x))
     steps = args.epochs * math.ceil(data.sizes["train"] / args.batch_size)
     text_classification.compile(model, args.learning_rate * 5, steps)  # a linear model takes a larger step

@@ -25,7 +25,7 @@ def parse_args(argv=None):
     p = recipe.parser("classification", __doc__.splitlines()[0], **DEFAULTS)
     p.add_argument("--image-size", type=recipe.positive_int, default=None, help="resize images (square)")
     p.add_argument("--augment", default="flip", help="none, flip or flip_shift")
-    p.add_argument("--dropout", type=float, default=0.2)
+    p.add_argument("--head-dropout", type=float, default=0.2)
     p.add_argument("--calibration-samples", type=recipe.positive_int, default=300)
     return p.parse_args(argv)
 
@@ -41,7 +41,9 @@ def main(argv=None):
     validation = images.batches(data.validation, args.batch_size)
 
     # Model: a shared backbone with a classification head; optionally start from another run's backbone.
-    model = classification.build(args.backbone, data.image_shape, len(data.class_names), dropout=args.dropout, **options)
+    model = classification.build(
+        args.backbone, data.image_shape, len(data.class_names), head_dropout=args.head_dropout, **options
+    )
     backbone = classification.backbone_of(model)
     if args.backbone_weights:
         training.load_backbone_weights(backbone, args.backbone_weights)

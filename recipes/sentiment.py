@@ -19,17 +19,19 @@ from toolkit.export import pipeline, report
 from toolkit.export.run_folder import RunFolder
 from toolkit.tasks import text_classification
 
-DEFAULTS = dict(data="rotten_tomatoes", backbone="birnn", epochs=8, batch_size=64, learning_rate=2e-3)
+DEFAULTS = dict(data="rotten_tomatoes", backbone="birnn", epochs=4, batch_size=64, learning_rate=2e-3)
 
 
 def parse_args(argv=None):
     p = recipe.parser("sentiment", __doc__.splitlines()[0], **DEFAULTS)
-    p.add_argument("--sequence-length", type=recipe.positive_int, default=48, help="tokens per text (longer: truncated)")
+    p.add_argument(
+        "--sequence-length", type=recipe.positive_int, default=48, help="tokens per text (longer: truncated)"
+    )
     p.add_argument("--vocabulary-size", type=recipe.positive_int, default=8000, help="at most this many WordPieces")
     p.add_argument("--text-column", default="text", help="for csv/tsv/jsonl data")
     p.add_argument("--label-column", default="label", help="for csv/tsv/jsonl data")
     p.add_argument("--class-names", default=None, help="comma-separated label values, in order (default: sorted)")
-    p.add_argument("--dropout", type=float, default=0.3)
+    p.add_argument("--head-dropout", type=float, default=0.5)
     p.add_argument("--calibration-samples", type=recipe.positive_int, default=300)
     return p.parse_args(argv)
 
@@ -50,12 +52,14 @@ def main(argv=None):
 
     # Model: a shared text backbone with a classification head.
     model = text_classification.build(
-        args.backbone, args.sequence_length, len(data.class_names), len(vocabulary), args.dropout, **options
+        args.backbone, args.sequence_length, len(data.class_names), len(vocabulary), args.head_dropout, **options
     )
     backbone = text_classification.backbone_of(model)
     if args.backbone_weights:
         training.load_backbone_weights(backbone, args.backbone_weights)
-    text_classification.compile(model, args.learning_rate, args.epochs * math.ceil(data.sizes["train"] / args.batch_size))
+    text_classification.compile(
+        model, args.learning_rate, args.epochs * math.ceil(data.sizes["train"] / args.batch_size)
+    )
 
     with RunFolder(args.output, args.name) as run:
         history, seconds = training.fit(

@@ -1,9 +1,8 @@
 """One shared check for every registered vision backbone: the DESIGN contract, end to end."""
 
+import keras
 import numpy as np
 import pytest
-
-import keras
 
 from toolkit import backbones
 from toolkit.backbones.registry import level_size

@@ -53,3 +53,53 @@ def test_recipe_trains_and_exports_from_backend(backend, fashion_small, tmp_path
     assert formats["keras"]["top1"] > 0.5
     assert formats["tflite_fp32"]["max_abs_diff"] <= 1e-4
     assert abs(formats["tflite_int8"]["top1"] - formats["keras"]["top1"]) <= 0.05
+
+
+TEXT_FIT_PREDICT = """
+import numpy as np, keras
+from toolkit import backbones
+assert keras.backend.backend() == {backend!r}, keras.backend.backend()
+keras.utils.set_random_seed(0)
+rng = np.random.default_rng(0)
+tokens = rng.integers(2, 40, (64, 10)).astype("int32")
+tokens[np.arange(10)[None, :] >= rng.integers(3, 11, 64)[:, None]] = 0
+labels = (tokens == 7).any(axis=1).astype("int64")
+for name in backbones.names("text"):
+    model = backbones.get(name, (10,), vocabulary_size=40)
+    inputs = {{t.name: keras.Input(t.shape[1:], dtype=t.dtype, name=t.name) for t in model.inputs}}
+    inputs = inputs if len(inputs) > 1 else inputs["tokens"]
+    classifier = keras.Model(inputs, keras.layers.Dense(2, activation="softmax")(model(inputs)["pooled"]))
+    classifier.compile(keras.optimizers.Adam(3e-3), "sparse_categorical_crossentropy")
+    feed = tokens if len(model.inputs) == 1 else {{"tokens": tokens, "state_0": np.zeros((64, 128), "float32")}}
+    history = classifier.fit(feed, labels, batch_size=16, epochs=3, verbose=0).history["loss"]
+    assert history[-1] < history[0], (name, history)
+    probabilities = classifier.predict(feed, verbose=0)
+    assert probabilities.shape == (64, 2) and np.isfinite(probabilities).all(), name
+    print(name, "ok")
+"""
+
+
+@pytest.mark.cross_backend
+@pytest.mark.parametrize("backend", ["jax", "torch"])
+def test_every_text_backbone_builds_fits_and_predicts(backend):
+    out = run_python(TEXT_FIT_PREDICT.format(backend=backend), backend=backend)
+    assert out.count(" ok") == 3  # birnn, causal_rnn, transformer
+
+
+@pytest.mark.cross_backend
+def test_sentiment_recipe_trains_and_exports_from_jax(tmp_path):
+    """Token ids through the .keras file to the TensorFlow export subprocess, from the JAX backend."""
+    from tests.test_sentiment import _corpus
+
+    _corpus(tmp_path / "reviews.jsonl")
+    done = run_cli(
+        "run", "sentiment", "--data", f"jsonl:{tmp_path / 'reviews.jsonl'}", "--text-column", "review",
+        "--label-column", "verdict", "--sequence-length", "12", "--vocabulary-size", "200", "--epochs", "6",
+        "--batch-size", "16", "--learning-rate", "1e-2", "--backbone-option", "width=16",
+        "--output", str(tmp_path), "--verbose", "0",
+        backend="jax",
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr[-3000:]
+    formats = json.loads((tmp_path / "sentiment" / "report.json").read_text())["formats"]
+    assert formats["keras"]["accuracy"] >= 0.8
+    assert formats["tflite_fp32"]["max_abs_diff"] <= 1e-4

@@ -22,7 +22,9 @@ def test_unknown_command_and_recipe_list_the_valid_ones():
 
 def test_bad_recipe_options_are_named(tmp_path):
     _fails_with(run_cli("run", "classification", "--epochs", "-3"), "--epochs", "positive integer")
-    _fails_with(run_cli("run", "classification", "--backbone", "resnet9000"), "unknown backbone 'resnet9000'", "edgenet")
+    _fails_with(
+        run_cli("run", "classification", "--backbone", "resnet9000"), "unknown backbone 'resnet9000'", "edgenet"
+    )
     _fails_with(
         run_cli("run", "classification", "--data", f"fashion_mnist:{tmp_path}", "--output", str(tmp_path / "out")),
         "not found", "apt-get install dataset-fashion-mnist",

@@ -91,7 +91,9 @@ def test_image_folder_loads_and_splits_without_overlap(tmp_path, small_images):
     assert data.class_names == ["class0", "class1", "class2"]
     assert data.image_shape == (16, 16, 3) and sum(data.sizes.values()) == 36
     assert all(n > 0 for n in data.sizes.values())
-    batch_x, batch_y = next(iter(images.batches(data.train, 8, shuffle=True, augment=images.augmentation("flip_shift"))))
+    batch_x, batch_y = next(
+        iter(images.batches(data.train, 8, shuffle=True, augment=images.augmentation("flip_shift")))
+    )
     assert batch_x.shape == (8, 16, 16, 3) and batch_x.dtype.name == "float32"
     assert float(batch_x.numpy().max()) <= 255.0
 

@@ -6,7 +6,6 @@ import json
 import os
 import random
 
-import numpy as np
 import pytest
 
 from tests.conftest import run_cli
@@ -22,7 +21,9 @@ def _corpus(path):
     """Reviews whose label follows the polarity of their adjective, in varied phrasings."""
     rng = random.Random(0)
     rows = []
-    for subject, filler, (label, words) in itertools.product(SUBJECTS, FILLERS, [("fresh", POSITIVE), ("rotten", NEGATIVE)]):
+    for subject, filler, (label, words) in itertools.product(
+        SUBJECTS, FILLERS, [("fresh", POSITIVE), ("rotten", NEGATIVE)]
+    ):
         for word in rng.sample(words, 5):
             rows.append({"review": f"{filler}{subject} is {word} .", "verdict": label})
     rng.shuffle(rows)

@@ -1,9 +1,8 @@
 """One shared check for every registered text backbone: the DESIGN text contract, end to end."""
 
+import keras
 import numpy as np
 import pytest
-
-import keras
 
 from toolkit import backbones
 from toolkit.errors import ToolkitError
@@ -26,7 +25,9 @@ def _feed(model, tokens):
     """The model's inputs: tokens, plus zero initial states for a causal backbone."""
     if len(model.inputs) == 1:
         return tokens
-    return {t.name: tokens if t.name == "tokens" else np.zeros((len(tokens), t.shape[1]), np.float32) for t in model.inputs}
+    return {
+        t.name: tokens if t.name == "tokens" else np.zeros((len(tokens), t.shape[1]), np.float32) for t in model.inputs
+    }
 
 
 @pytest.mark.slow
@@ -63,7 +64,11 @@ def test_text_backbone_contract(name, tmp_path):
     runtime = litert.LiteRTModel(str(tmp_path / "model.tflite"))
     expected = model.predict(_feed(model, tokens), verbose=0)
     got = runtime(_feed(model, tokens))
-    match = [k for k in got if got[k].shape == expected["pooled"].shape and np.allclose(got[k], expected["pooled"], atol=1e-4)]
+    match = [
+        k
+        for k in got
+        if got[k].shape == expected["pooled"].shape and np.allclose(got[k], expected["pooled"], atol=1e-4)
+    ]
     assert match, f"no LiteRT output matches pooled within 1e-4 ({sorted(got)})"
 
 

@@ -32,9 +32,9 @@ def _leaf_layers(model):
 
 def _layer_flops(layer):
     try:
-        out_shape = layer.output.shape
-        in_shape = layer.input.shape
-    except (AttributeError, ValueError):
+        out_shape = _first(layer.output).shape  # RNNs returning state give a list: the sequence is first
+        in_shape = _first(layer.input).shape
+    except (AttributeError, ValueError, IndexError):
         return 0
     if isinstance(layer, keras.layers.DepthwiseConv2D):
         kh, kw = layer.kernel_size
@@ -54,6 +54,10 @@ def _layer_flops(layer):
         macs = 4 * steps * width * width + 2 * steps * steps * width + 2 * steps * width * layer.intermediate_dim
         return 2 * macs
     return 0
+
+
+def _first(tensors):
+    return tensors[0] if isinstance(tensors, (list, tuple)) else tensors
 
 
 def _recurrent_flops(layer, in_shape):

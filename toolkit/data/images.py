@@ -45,9 +45,7 @@ def load(source="fashion_mnist", image_size=None, data_dir=None, validation_frac
     if source.startswith("folder:") or os.path.isdir(source):
         path = source[7:] if source.startswith("folder:") else source
         return load_image_folder(path, image_size or 224, validation_fraction)
-    raise ToolkitError(
-        f"unknown data source {source!r}; use fashion_mnist[:FOLDER], tfds:NAME or folder:PATH"
-    )
+    raise ToolkitError(f"unknown data source {source!r}; use fashion_mnist[:FOLDER], tfds:NAME or folder:PATH")
 
 
 def from_arrays(images, labels, class_names=None, validation_fraction=0.1, test_fraction=0.1, name="arrays"):

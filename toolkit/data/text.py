@@ -95,7 +95,13 @@ def split_by_text(records, validation_fraction=0.1, test_fraction=0.1):
         if len(labels) != 1:
             continue
         bucket = zlib.crc32(key.encode("utf-8")) % 1000 / 1000
-        split = "test" if bucket < test_fraction else "validation" if bucket < test_fraction + validation_fraction else "train"
+        split = (
+            "test"
+            if bucket < test_fraction
+            else "validation"
+            if bucket < test_fraction + validation_fraction
+            else "train"
+        )
         splits[split].append((first[key], labels.pop()))
     for name, items in splits.items():
         if not items:

@@ -14,7 +14,9 @@ from toolkit.heads.classification import classification_head
 METRIC = "top1"
 
 
-def build(backbone="edgenet", input_shape=(28, 28, 1), num_classes=10, level="P5", dropout=0.2, **backbone_options):
+def build(
+    backbone="edgenet", input_shape=(28, 28, 1), num_classes=10, level="P5", head_dropout=0.2, **backbone_options
+):
     """The task model: image -> backbone (a nested model named after it) -> head -> probabilities."""
     if num_classes < 2:
         raise ToolkitError(f"classification needs at least 2 classes, got {num_classes}")
@@ -23,7 +25,7 @@ def build(backbone="edgenet", input_shape=(28, 28, 1), num_classes=10, level="P5
     feature_model = backbones.get(backbone, input_shape, **backbone_options)
     inputs = keras.Input(input_shape, name="image")
     features = feature_model(inputs)
-    outputs = classification_head(features[level], num_classes, dropout)
+    outputs = classification_head(features[level], num_classes, head_dropout)
     return keras.Model(inputs, outputs, name="classifier")
 
 

@@ -31,8 +31,20 @@ def _embed(tokens, vocabulary_size, embedding_dim, dropout):
     "birnn", kind="text", provider="toolkit", min_size=1,
     description="embedding + stacked bidirectional GRU/LSTM, unrolled (builtin LiteRT ops)",
 )  # fmt: skip
-def birnn(input_shape=(64,), vocabulary_size=8000, embedding_dim=128, width=64, depth=1, cell="gru", dropout=0.2):
+def birnn(
+    input_shape=(64,),
+    vocabulary_size=8000,
+    embedding_dim=128,
+    width=64,
+    depth=1,
+    cell="gru",
+    dropout=0.2,
+    pooling="mean",
+):
+    """pooling: "mean" = masked mean of the sequence (default: it scored better on Rotten Tomatoes
+    validation); "last" = both directions' final states."""
     layer = CELLS[choose("cell", cell, CELLS)]
+    choose("pooling", pooling, ("last", "mean"))
     tokens = keras.Input(input_shape, dtype="int32", name="tokens")
     x = _embed(tokens, vocabulary_size, embedding_dim, dropout)
     for i in range(depth):
@@ -40,8 +52,10 @@ def birnn(input_shape=(64,), vocabulary_size=8000, embedding_dim=128, width=64, 
             x = keras.layers.Dropout(dropout, name=f"dropout_{i}")(x)
         recurrent = layer(width, return_sequences=True, return_state=True, unroll=True, name=f"{cell}_{i}")
         x, *states = keras.layers.Bidirectional(recurrent, name=f"bidirectional_{i}")(x)
-    # states: [h_forward, (c_forward,) h_backward, (c_backward)]; pooled = both directions' final h.
-    pooled = keras.layers.Concatenate(name="pooled")([states[0], states[len(states) // 2]])
+    if pooling == "mean":  # padded steps are masked out of the mean
+        pooled = keras.layers.GlobalAveragePooling1D(name="pooled")(x)
+    else:  # states: [h_forward, (c_forward,) h_backward, (c_backward)]: both directions' final h
+        pooled = keras.layers.Concatenate(name="pooled")([states[0], states[len(states) // 2]])
     return keras.Model(tokens, {"sequence": x, "pooled": pooled}, name="birnn")
 
 

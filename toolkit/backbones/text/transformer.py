@@ -22,7 +22,9 @@ def transformer(
     # The padding mask is passed explicitly (KerasHub's PositionEmbedding does not carry Keras masks).
     padding = PaddingMask(name="padding_mask")(tokens)
     x = keras.layers.Embedding(vocabulary_size, embedding_dim, name="token_embedding")(tokens)
-    x = keras.layers.Add(name="embedding")([x, keras_hub.layers.PositionEmbedding(input_shape[0], name="position_embedding")(x)])
+    x = keras.layers.Add(name="embedding")(
+        [x, keras_hub.layers.PositionEmbedding(input_shape[0], name="position_embedding")(x)]
+    )
     for i in range(depth):
         x = keras_hub.layers.TransformerEncoder(
             intermediate_dim, num_heads, dropout=dropout, name=f"transformer_encoder_{i}"
