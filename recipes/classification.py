@@ -18,7 +18,7 @@ from toolkit.export import pipeline, report
 from toolkit.export.run_folder import RunFolder
 from toolkit.tasks import classification
 
-DEFAULTS = dict(data="fashion_mnist", backbone="resnet", epochs=10, batch_size=128, learning_rate=4e-3)
+DEFAULTS = dict(data="fashion_mnist", backbone="resnet", epochs=20, batch_size=128, learning_rate=4e-3)
 
 
 def parse_args(argv=None):
