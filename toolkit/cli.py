@@ -9,7 +9,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")  # keep TensorFlow's C++ star
 from toolkit.errors import ToolkitError, choose  # noqa: E402
 from toolkit.recipe import ArgumentParser, positive_int  # noqa: E402
 
-RECIPES = ("classification", "sentiment")
+RECIPES = ("classification", "sentiment", "node_classification")
 USAGE = """usage: toolkit COMMAND ...
 
 commands:
@@ -26,10 +26,15 @@ def cmd_backbones(argv):
     p.add_argument("--input-size", type=positive_int, default=224, help="vision: square image size")
     p.add_argument("--channels", type=positive_int, default=3, help="vision: image channels")
     p.add_argument("--sequence-length", type=positive_int, default=64, help="text: tokens per text")
+    p.add_argument("--nodes", type=positive_int, default=209, help="graph: nodes (16 features each)")
     args = p.parse_args(argv)
     from toolkit import backbones
 
-    shapes = {"vision": (args.input_size, args.input_size, args.channels), "text": (args.sequence_length,)}
+    shapes = {
+        "vision": (args.input_size, args.input_size, args.channels),
+        "text": (args.sequence_length,),
+        "graph": (args.nodes, 16),
+    }
     print(f"{'name':<20} {'kind':<7} {'provider':<20} {'params':>12} {'GFLOPs':>9}  input  description")
     for name in backbones.names():
         spec = backbones.entry(name)

@@ -49,6 +49,11 @@ def _layer_flops(layer):
         return 2 * _recurrent_flops(layer.forward_layer, in_shape)
     if isinstance(layer, (keras.layers.GRU, keras.layers.LSTM)):
         return _recurrent_flops(layer, in_shape)
+    if type(layer).__name__ == "GraphConv":  # X W (twice for GraphSAGE) and the N x N propagation
+        nodes, features = in_shape[1], in_shape[2]
+        if layer.aggregation == "sage":
+            return 2 * (2 * nodes * features * layer.units + nodes * nodes * features)
+        return 2 * (nodes * features * layer.units + nodes * nodes * layer.units)
     if type(layer).__name__ == "TransformerEncoder":  # KerasHub's block: attention + feed-forward
         steps, width = in_shape[1], in_shape[2]
         macs = 4 * steps * width * width + 2 * steps * steps * width + 2 * steps * width * layer.intermediate_dim

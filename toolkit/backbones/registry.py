@@ -15,7 +15,7 @@ PYRAMID_LEVELS = ("P1", "P2", "P3", "P4", "P5")
 class BackboneEntry:
     name: str
     builder: object
-    kind: str  # "vision" or "text"
+    kind: str  # "vision", "text" or "graph"
     provider: str  # "toolkit", "keras.applications", "keras_hub"
     description: str
     min_size: int = 32
@@ -61,7 +61,7 @@ def check_options(name, given):
         )
 
 
-DEFAULT_INPUT_SHAPES = {"vision": (224, 224, 3), "text": (64,)}
+DEFAULT_INPUT_SHAPES = {"vision": (224, 224, 3), "text": (64,), "graph": (34, 8)}
 
 
 def get(name, input_shape=None, **kwargs):
@@ -69,17 +69,20 @@ def get(name, input_shape=None, **kwargs):
 
     Vision: raw pixels (0..255), input_shape (H, W, C) -> {"P1".."P5"}.
     Text: int32 token ids (0 = padding), input_shape (T,) -> {"sequence": (B, T, D), "pooled": (B, D)}.
+    Graph: {"features": (B, N, F), "adjacency": (B, N, N)}, input_shape (N, F) -> {"sequence", "pooled"}.
     """
     spec = entry(name)
     if input_shape is None:
         input_shape = DEFAULT_INPUT_SHAPES[spec.kind]
     if spec.kind == "text":
         input_shape = _check_sequence_shape(name, input_shape)
+    elif spec.kind == "graph":
+        input_shape = _check_graph_shape(name, input_shape)
     else:
         input_shape = _check_input_shape(name, input_shape, spec.min_size)
     check_options(name, kwargs)
     model = spec.builder(input_shape=input_shape, **kwargs)
-    if spec.kind == "text":
+    if spec.kind in ("text", "graph"):
         check_text_outputs(model, input_shape)
     else:
         check_pyramid(model, input_shape)
@@ -110,8 +113,18 @@ def _check_sequence_shape(name, input_shape):
     return shape
 
 
+def _check_graph_shape(name, input_shape):
+    try:
+        shape = tuple(int(d) for d in input_shape)
+    except (TypeError, ValueError):
+        shape = ()
+    if len(shape) != 2 or min(shape) < 1:
+        raise ToolkitError(f"graph backbone {name!r} takes input_shape (nodes, features), got {input_shape!r}")
+    return shape
+
+
 def check_text_outputs(model, input_shape):
-    """Asserts the text contract: "sequence" (B, T, D) and "pooled" (B, D), plus any state outputs."""
+    """Asserts the text (and graph) contract: "sequence" (B, T, D) and "pooled" (B, D), plus any state outputs."""
     outputs = model.output
     if not isinstance(outputs, dict) or not {"sequence", "pooled"} <= set(outputs):
         raise AssertionError(f"text backbone {model.name} must output sequence and pooled, got {outputs!r}")

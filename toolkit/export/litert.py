@@ -8,13 +8,12 @@ import numpy as np
 from toolkit.errors import ToolkitError
 
 
-def saved_model_input_dtype(saved_model_dir):
-    """The numpy dtype of the serving signature's one input (float32 pixels, int32 token ids...)."""
+def saved_model_input_dtypes(saved_model_dir):
+    """{input name: numpy dtype} of the serving signature (float32 pixels, int32 token ids...)."""
     import tensorflow as tf
 
     signature = tf.saved_model.load(saved_model_dir).signatures["serving_default"]
-    specs = signature.structured_input_signature[1]
-    return np.dtype(next(iter(specs.values())).dtype.as_numpy_dtype)
+    return {k: np.dtype(spec.dtype.as_numpy_dtype) for k, spec in signature.structured_input_signature[1].items()}
 
 
 def export_saved_model(model, path):
@@ -42,11 +41,17 @@ def convert(saved_model_dir, quantization="fp32", calibration_inputs=None):
             raise ToolkitError("int8 export needs calibration samples from the training split")
         converter.optimizations = [tf.lite.Optimize.DEFAULT]
         converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
-        dtype = saved_model_input_dtype(saved_model_dir)
+        dtypes = saved_model_input_dtypes(saved_model_dir)
 
         def representative_dataset():
-            for sample in calibration_inputs:
-                yield [np.asarray(sample, dtype)[None]]
+            if isinstance(calibration_inputs, dict):  # several inputs: samples by signature input name
+                names = _match_names(calibration_inputs, dtypes)
+                for i in range(len(next(iter(calibration_inputs.values())))):
+                    yield {names[k]: np.asarray(v[i], dtypes[names[k]])[None] for k, v in calibration_inputs.items()}
+            else:
+                dtype = next(iter(dtypes.values()))
+                for sample in calibration_inputs:
+                    yield [np.asarray(sample, dtype)[None]]
 
         converter.representative_dataset = representative_dataset
     elif quantization != "fp32":
@@ -57,6 +62,17 @@ def convert(saved_model_dir, quantization="fp32", calibration_inputs=None):
         lines = [line.strip() for line in str(e).splitlines() if "op" in line.lower() and line.strip()]
         detail = "; ".join(lines[:3]) or str(e).splitlines()[0]
         raise ToolkitError(f"LiteRT {quantization} conversion with builtin ops only failed: {detail}") from None
+
+
+def _match_names(given, signature_names):
+    """Our input names -> the runtime's (which may carry a prefix or suffix such as serving_default_...:0)."""
+    found = {}
+    for name in given:
+        matches = [s for s in signature_names if s == name] or [s for s in signature_names if name in s]
+        if len(matches) != 1:
+            raise ToolkitError(f"input {name!r} does not match one of {sorted(signature_names)}")
+        found[name] = matches[0]
+    return found
 
 
 class LiteRTModel:
@@ -78,10 +94,10 @@ class LiteRTModel:
             if len(self.input_dtypes) != 1:
                 raise ToolkitError(f"{self.path} takes several inputs: pass a dict of {sorted(self.input_dtypes)}")
             inputs = {self.input_name: inputs}
-        missing = set(self.input_dtypes) - set(inputs)
-        if missing:
-            raise ToolkitError(f"{self.path}: missing inputs {sorted(missing)}")
-        outputs = self.runner(**{k: np.asarray(inputs[k], dtype) for k, dtype in self.input_dtypes.items()})
+        if len(inputs) != len(self.input_dtypes):
+            raise ToolkitError(f"{self.path} takes inputs {sorted(self.input_dtypes)}, got {sorted(inputs)}")
+        names = _match_names(inputs, self.input_dtypes)
+        outputs = self.runner(**{names[k]: np.asarray(v, self.input_dtypes[names[k]]) for k, v in inputs.items()})
         if len(outputs) == 1:
             return next(iter(outputs.values()))
         return outputs
@@ -92,14 +108,25 @@ class LiteRTModel:
         from ai_edge_litert.interpreter import Interpreter
 
         interpreter = Interpreter(model_path=self.path, num_threads=self.threads)  # the runner pins its own
-        index = interpreter.get_input_details()[0]["index"]
-        interpreter.resize_tensor_input(index, sample.shape)
+        details = interpreter.get_input_details()
+        samples = sample if isinstance(sample, dict) else {details[0]["name"]: sample}
+        names = _match_names(samples, [d["name"] for d in details])
+        by_name = {d["name"]: d for d in details}
+        for key, value in samples.items():
+            interpreter.resize_tensor_input(by_name[names[key]]["index"], value.shape)
         interpreter.allocate_tensors()
-        interpreter.set_tensor(index, np.asarray(sample, self.input_dtype))
+        for key, value in samples.items():
+            detail = by_name[names[key]]
+            interpreter.set_tensor(detail["index"], np.asarray(value, detail["dtype"]))
         return median_latency_ms(lambda _: interpreter.invoke(), sample)
 
-    def predict(self, images, batch_size=64):
-        outputs = [self(images[i : i + batch_size]) for i in range(0, len(images), batch_size)]
+    def predict(self, inputs, batch_size=64):
+        if isinstance(inputs, dict):
+            count = len(next(iter(inputs.values())))
+            batches = [{k: v[i : i + batch_size] for k, v in inputs.items()} for i in range(0, count, batch_size)]
+        else:
+            batches = [inputs[i : i + batch_size] for i in range(0, len(inputs), batch_size)]
+        outputs = [self(batch) for batch in batches]
         if isinstance(outputs[0], dict):
             return {k: np.concatenate([o[k] for o in outputs]) for k in outputs[0]}
         return np.concatenate(outputs)

@@ -37,24 +37,42 @@ def tflite_file(fmt):
     return f"model_{fmt.split('_', 1)[1]}.tflite"
 
 
-def input_dtype(model):
-    """Inputs go in as the model declares them: float32 pixels, int32 token ids."""
-    return np.dtype(model.inputs[0].dtype)
+def as_inputs(model, inputs):
+    """The model's inputs as {input name: array of its declared dtype} (float32 pixels, int32 token
+    ids...): `inputs` is one array for a one-input model, or a dict by input name."""
+    if not isinstance(inputs, dict):
+        if len(model.inputs) != 1:
+            raise ToolkitError(f"{model.name} takes {[t.name for t in model.inputs]}: pass a dict of arrays")
+        inputs = {model.inputs[0].name: inputs}
+    missing = {t.name for t in model.inputs} - set(inputs)
+    if missing:
+        raise ToolkitError(f"{model.name}: missing inputs {sorted(missing)}")
+    return {t.name: np.asarray(inputs[t.name], np.dtype(t.dtype)) for t in model.inputs}
+
+
+def feed(inputs):
+    """What model.predict takes: the one array, or the dict."""
+    return next(iter(inputs.values())) if len(inputs) == 1 else inputs
+
+
+def first(inputs, n=1):
+    return {k: v[:n] for k, v in inputs.items()}
 
 
 def keras_outputs(model, inputs, batch_size=256):
-    inputs = np.asarray(inputs, input_dtype(model))
-    return np.asarray(model.predict(inputs, batch_size=batch_size, verbose=0))
+    return np.asarray(model.predict(feed(as_inputs(model, inputs)), batch_size=batch_size, verbose=0))
 
 
-def finish_run(run_dir, model, task, test_images, test_labels, calibration_images, threads=2):
-    """Saves, exports and verifies `model` in `run_dir`; returns (formats, keras test outputs)."""
+def finish_run(run_dir, model, task, test_inputs, test_labels, calibration_inputs, threads=2):
+    """Saves, exports and verifies `model` in `run_dir`; returns (formats, keras test outputs).
+
+    test_inputs / calibration_inputs: one array, or a dict by input name for multi-input models."""
     module = task_module(task)
     model_path = os.path.join(run_dir, "model.keras")
     model.save(model_path)
-    outputs = keras_outputs(model, test_images)
-    sample = np.asarray(test_images[:1], input_dtype(model))
-    latency, p90 = litert.median_latency_ms(model.predict_on_batch, sample)
+    test_inputs, calibration_inputs = as_inputs(model, test_inputs), as_inputs(model, calibration_inputs)
+    outputs = keras_outputs(model, test_inputs)
+    latency, p90 = litert.median_latency_ms(model.predict_on_batch, feed(first(test_inputs)))
     formats = {
         "keras": {
             **module.score(outputs, test_labels),
@@ -65,16 +83,20 @@ def finish_run(run_dir, model, task, test_images, test_labels, calibration_image
     }
     np.savez(
         os.path.join(run_dir, VERIFY_FILE),
-        images=test_images,
         labels=test_labels,
         keras_outputs=outputs,
-        calibration=calibration_images,
+        **{f"input__{k}": v for k, v in test_inputs.items()},
+        **{f"calibration__{k}": v for k, v in calibration_inputs.items()},
     )
     try:
         formats.update(export_formats_any_backend(run_dir, task, threads))
     finally:
         os.remove(os.path.join(run_dir, VERIFY_FILE))
     return formats, outputs
+
+
+def _saved(data, prefix):
+    return {k[len(prefix) :]: data[k] for k in data.files if k.startswith(prefix)}
 
 
 def export_formats_any_backend(run_dir, task, threads=2):
@@ -87,7 +109,9 @@ def export_formats_any_backend(run_dir, task, threads=2):
     done = subprocess.run(command, env=env, capture_output=True, text=True)
     if done.returncode != 0:
         lines = [line for line in done.stderr.strip().splitlines() if line.strip()]
-        raise ToolkitError(f"export on the TensorFlow backend failed: {lines[-1] if lines else done.returncode}")
+        ours = [line[len("error: ") :] for line in lines if line.startswith("error: ")]  # not converter chatter
+        detail = ours[-1] if ours else lines[-1] if lines else f"exit status {done.returncode}"
+        raise ToolkitError(f"export on the TensorFlow backend failed: {detail}")
     with open(os.path.join(run_dir, "formats.json")) as f:
         formats = json.load(f)
     os.remove(os.path.join(run_dir, "formats.json"))
@@ -102,15 +126,22 @@ def export_formats(run_dir, task, threads=2):
     module = task_module(task)
     data = np.load(os.path.join(run_dir, VERIFY_FILE))
     model = keras.saving.load_model(os.path.join(run_dir, "model.keras"), safe_mode=True)
-    images, labels, reference = data["images"].astype(input_dtype(model)), data["labels"], data["keras_outputs"]
+    inputs, calibration = as_inputs(model, _saved(data, "input__")), as_inputs(model, _saved(data, "calibration__"))
+    labels, reference = data["labels"], data["keras_outputs"]
+    count = len(next(iter(inputs.values())))
     formats = {}
 
     saved_model_dir = os.path.join(run_dir, "saved_model")
     litert.export_saved_model(model, saved_model_dir)
     loaded = tf.saved_model.load(saved_model_dir)  # keep a reference: .serve alone loses its variables
-    serve = loaded.serve
-    outputs = np.concatenate([serve(tf.constant(images[i : i + 256])).numpy() for i in range(0, len(images), 256)])
-    latency, p90 = litert.median_latency_ms(lambda x: serve(tf.constant(x)), images[:1])
+
+    def serve(batch):  # Keras' endpoint takes the model's input structure: one tensor, or the dict
+        return loaded.serve(tf.nest.map_structure(tf.constant, feed(batch)))
+
+    outputs = np.concatenate(
+        [np.asarray(serve({k: v[i : i + 256] for k, v in inputs.items()})) for i in range(0, count, 256)]
+    )
+    latency, p90 = litert.median_latency_ms(serve, first(inputs))
     formats["saved_model"] = {
         **module.score(outputs, labels),
         "latency_ms": latency,
@@ -121,10 +152,10 @@ def export_formats(run_dir, task, threads=2):
     for name in litert_formats(module):
         quantization = name.split("_", 1)[1]
         path = os.path.join(run_dir, tflite_file(name))
-        write_atomic(path, litert.convert(saved_model_dir, quantization, data["calibration"]))
+        write_atomic(path, litert.convert(saved_model_dir, quantization, feed(calibration)))
         runtime = litert.LiteRTModel(path, threads=threads)
-        outputs = runtime.predict(images)
-        latency, p90 = runtime.latency_ms(images[:1])
+        outputs = runtime.predict(feed(inputs))
+        latency, p90 = runtime.latency_ms(feed(first(inputs)))
         formats[name] = {
             **module.score(outputs, labels),
             "latency_ms": latency,

@@ -111,3 +111,27 @@ def plot_confusion(matrix, class_names, path, title="confusion matrix (test spli
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)
+
+
+def plot_graph(adjacency, predicted, labels, class_names, test_nodes, path):
+    """The graph twice, nodes coloured by predicted and by true class; test nodes drawn larger."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import networkx as nx
+
+    graph = nx.from_numpy_array(adjacency)
+    layout = nx.spring_layout(graph, seed=0, weight=None)
+    sizes = [60 if n in set(int(t) for t in test_nodes) else 20 for n in graph.nodes]
+    cmap = plt.get_cmap("tab10")
+    fig, axes = plt.subplots(1, 2, figsize=(12, 6))
+    for ax, classes, title in ((axes[0], predicted, "predicted"), (axes[1], labels, "true")):
+        nx.draw_networkx_edges(graph, layout, ax=ax, alpha=0.08)
+        nx.draw_networkx_nodes(graph, layout, ax=ax, node_size=sizes, node_color=[cmap(int(c)) for c in classes])
+        ax.set_title(f"{title} class (large: test nodes)")
+        ax.axis("off")
+    handles = [plt.Line2D([], [], marker="o", ls="", color=cmap(i), label=n) for i, n in enumerate(class_names)]
+    fig.legend(handles=handles, loc="lower center", ncol=len(class_names))
+    fig.savefig(path, dpi=100)
+    plt.close(fig)

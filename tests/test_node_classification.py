@@ -1,0 +1,131 @@
+"""Graph backbones, graph data, and the node-classification recipe end to end."""
+
+import json
+import os
+
+import keras
+import numpy as np
+import pytest
+
+from tests.conftest import run_cli
+from tests.test_cli import _fails_with
+from toolkit import backbones
+from toolkit.data import graphs
+from toolkit.errors import ToolkitError
+from toolkit.export import litert
+
+
+def _two_communities(n=24, seed=0):
+    """Two dense communities joined by a few edges, labels the community; features are noise with a
+    weak class signal that neighbourhood averaging makes strong (the point of a graph convolution)."""
+    rng = np.random.default_rng(seed)
+    labels = (np.arange(n) >= n // 2).astype(np.int64)
+    same = labels[:, None] == labels[None, :]
+    adjacency = (rng.random((n, n)) < np.where(same, 0.5, 0.03)).astype(np.float32)
+    adjacency = np.triu(adjacency, 1)
+    adjacency = adjacency + adjacency.T
+    features = (rng.normal(size=(n, 4)) + 0.5 * labels[:, None]).astype(np.float32)
+    return features, adjacency, labels
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", backbones.names("graph"))
+def test_graph_backbone_contract(name, tmp_path):
+    features, adjacency, labels = _two_communities()
+    n = len(labels)
+    model = backbones.get(name, (n, 4), width=8, dropout=0.0)
+    inputs = {"features": features[None], "adjacency": adjacency[None]}
+    out = model.predict(inputs, verbose=0)
+    assert out["sequence"].shape == (1, n, 8) and out["pooled"].shape == (1, 8)
+
+    # Node order does not matter: permuting the nodes permutes the outputs (message passing is equivariant).
+    order = np.random.default_rng(1).permutation(n)
+    permuted = model.predict(
+        {"features": features[order][None], "adjacency": adjacency[order][:, order][None]}, verbose=0
+    )
+    np.testing.assert_allclose(permuted["sequence"][0], out["sequence"][0][order], atol=1e-5)
+
+    clone = keras.Model.from_config(model.get_config())
+    clone.set_weights(model.get_weights())
+    np.testing.assert_allclose(clone.predict(inputs, verbose=0)["sequence"], out["sequence"], atol=1e-5)
+    model.save(tmp_path / "backbone.keras")
+    loaded = keras.saving.load_model(tmp_path / "backbone.keras", safe_mode=True)
+    np.testing.assert_allclose(loaded.predict(inputs, verbose=0)["sequence"], out["sequence"], atol=1e-5)
+
+    # A per-node head learns the communities.
+    x = {"features": keras.Input((n, 4), name="features"), "adjacency": keras.Input((n, n), name="adjacency")}
+    classifier = keras.Model(x, keras.layers.Dense(2, activation="softmax")(model(x)["sequence"]))
+    classifier.compile(keras.optimizers.Adam(1e-2), "sparse_categorical_crossentropy")
+    history = classifier.fit(inputs, labels[None], epochs=30, verbose=0).history["loss"]
+    assert history[-1] < 0.5 * history[0], history
+
+    litert.export_saved_model(model, str(tmp_path / "saved_model"))
+    (tmp_path / "model.tflite").write_bytes(litert.convert(str(tmp_path / "saved_model")))
+    got = litert.LiteRTModel(str(tmp_path / "model.tflite"))(inputs)
+    expected = model.predict(inputs, verbose=0)["sequence"]
+    assert any(v.shape == expected.shape and np.allclose(v, expected, atol=1e-4) for v in got.values())
+
+
+def test_embedded_graphs_and_splits():
+    karate = graphs.load("karate")
+    assert karate.num_nodes == 34 and karate.class_names == ["Mr. Hi", "Officer"]
+    assert np.allclose(karate.adjacency, karate.adjacency.T) and karate.adjacency.sum() == 2 * 78
+    split = karate.split(3, seed=0)
+    assert all(np.sum(karate.labels[split["train"]] == c) == 3 for c in (0, 1))
+    together = np.concatenate(list(split.values()))
+    assert len(together) == len(set(together)) == 34  # every node in exactly one split
+    assert not np.array_equal(karate.split(3, seed=1)["train"], split["train"])
+    assert np.isfinite(karate.features).all() and karate.features.shape[1] >= 10
+    with pytest.raises(ToolkitError, match="too few"):
+        karate.split(17)
+    try:
+        fly = graphs.load("drosophila")
+    except ToolkitError:
+        pytest.skip("graspologic's data is not installed (make installs it)")
+    assert fly.num_nodes == 209 and fly.class_names == ["I", "K", "O", "P"]
+
+
+def test_edge_list_files_are_read_and_bad_rows_named(tmp_path):
+    (tmp_path / "labels.csv").write_text("node,label\na,x\nb,x\nc,y\nd,y\n")
+    (tmp_path / "edges.csv").write_text("source,target,weight\na,b,1\nc,d,2\nb,c,0.5\n")
+    data = graphs.load(f"edges:{tmp_path / 'edges.csv'},labels:{tmp_path / 'labels.csv'}")
+    assert data.adjacency[2, 3] == data.adjacency[3, 2] == 2 and data.class_names == ["x", "y"]
+
+    (tmp_path / "bad_node.csv").write_text("source,target\na,z\n")
+    with pytest.raises(ToolkitError, match="bad_node.csv line 2: node 'z' is not in"):
+        graphs.load(f"edges:{tmp_path / 'bad_node.csv'},labels:{tmp_path / 'labels.csv'}")
+    (tmp_path / "bad_weight.csv").write_text("source,target,weight\na,b,heavy\n")
+    with pytest.raises(ToolkitError, match="line 2: 'heavy' is not a number"):
+        graphs.load(f"edges:{tmp_path / 'bad_weight.csv'},labels:{tmp_path / 'labels.csv'}")
+    (tmp_path / "features.csv").write_text("node,f1,f2\na,1,2\nb,3,nan\nc,1,1\nd,0,0\n")
+    with pytest.raises(ToolkitError, match="'nan' is not a finite number"):
+        graphs.load(
+            f"edges:{tmp_path / 'edges.csv'},labels:{tmp_path / 'labels.csv'},features:{tmp_path / 'features.csv'}"
+        )
+    with pytest.raises(ToolkitError, match="unknown graph data source"):
+        graphs.load("cora")
+
+
+@pytest.mark.slow
+def test_recipe_beats_chance_and_exports_on_karate(tmp_path):
+    from recipes import node_classification
+
+    result = node_classification.main(
+        ["--data", "karate", "--labels-per-class", "3", "--epochs", "100", "--output", str(tmp_path)]
+    )
+    formats = result["formats"]
+    assert formats["keras"]["accuracy"] >= 0.8, formats["keras"]  # two clubs: chance is 0.5
+    assert formats["tflite_fp32"]["max_abs_diff"] <= 1e-4
+    assert abs(formats["tflite_int8"]["accuracy"] - formats["keras"]["accuracy"]) <= 0.15
+    assert {"logistic_regression", "label_propagation"} <= set(result["baselines"])
+    run = tmp_path / "node_classification"
+    for name in ("model.keras", "model_fp32.tflite", "model_int8.tflite", "graph.png", "report.json"):
+        assert (run / name).is_file(), name
+    assert json.loads((run / "report.json").read_text())["split_sizes"]["train"] == 6
+
+
+def test_bad_graph_options_are_named(tmp_path):
+    _fails_with(run_cli("run", "node_classification", "--backbone", "birnn"), "not a graph backbone")
+    _fails_with(run_cli("run", "node_classification", "--data", "cora"), "unknown graph data source 'cora'")
+    _fails_with(run_cli("run", "node_classification", "--data", "karate", "--labels-per-class", "20"), "too few")
+    assert not os.path.exists("saved_models/node_classification/partial")

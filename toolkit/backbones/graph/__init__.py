@@ -1,0 +1,1 @@
+from toolkit.backbones.graph import gcn  # noqa: F401
