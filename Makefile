@@ -37,6 +37,8 @@ benchmark: $(STAMP) data
 	$(PY) benchmarks/int8_latency.py
 	$(PY) benchmarks/sentiment.py
 	$(PY) benchmarks/node_classification.py
+	$(VENV)/bin/toolkit run node_classification
+	$(PY) benchmarks/edge_formats.py
 
 clean:
 	rm -rf $(VENV) saved_models/classification saved_models/sentiment saved_models/node_classification

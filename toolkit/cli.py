@@ -18,6 +18,8 @@ commands:
   run RECIPE [options]                        train, export and verify a recipe (toolkit run RECIPE --help)
   predict classification IMAGE... [--run DIR] [--format F]
   predict sentiment "TEXT"... [--run DIR] [--format F]   predict with a finished run
+  benchmark RUN_DIR... | --all [--formats F,...] [--threads 1,2] [--floor POINTS]
+                                              every export format: status, size, metric, latency
 """
 
 
@@ -79,7 +81,56 @@ def cmd_predict(argv):
     return 0
 
 
-COMMANDS = {"backbones": cmd_backbones, "run": cmd_run, "predict": cmd_predict}
+def _int_list(text):
+    try:
+        values = [int(t) for t in text.split(",")]
+    except ValueError:
+        values = []
+    if not values or min(values) < 1:
+        raise ToolkitError(f"--threads must be positive integers separated by commas, got {text!r}")
+    return values
+
+
+def cmd_benchmark(argv):
+    p = ArgumentParser(prog="toolkit benchmark")
+    p.add_argument("runs", nargs="*", help="run folders (default with --all: every run under saved_models/)")
+    p.add_argument("--all", action="store_true", help="every run folder under --output, and a Pareto plot")
+    p.add_argument("--output", default="saved_models")
+    p.add_argument("--formats", default=None, help="comma-separated (default: all)")
+    p.add_argument("--threads", default="1,2", help="XNNPACK thread counts to time, e.g. 1,2")
+    p.add_argument("--floor", type=float, default=None, help="fail (exit 1) when a format drops more points")
+    args = p.parse_args(argv)
+    from toolkit.export import benchmark
+
+    runs = list(args.runs)
+    if args.all:
+        if not os.path.isdir(args.output):
+            raise ToolkitError(f"{args.output} does not exist: no runs to benchmark")
+        runs += sorted(
+            os.path.join(args.output, d) for d in os.listdir(args.output)
+            if os.path.isfile(os.path.join(args.output, d, "report.json"))
+        )  # fmt: skip
+    if not runs:
+        raise ToolkitError("toolkit benchmark needs a run folder (or --all)")
+    formats = tuple(args.formats.split(",")) if args.formats else benchmark.FORMATS
+    threads = _int_list(args.threads)
+    results, failed = {}, []
+    for run in runs:
+        result, failures = benchmark.benchmark(run, formats, threads, args.floor)
+        results[run] = result
+        failed += [f"{run}:{name}" for name in failures]
+        print(f"\n{run}\n{benchmark.table(result)}")
+    if args.all:
+        path = os.path.join(args.output, "pareto.png")
+        benchmark.pareto_plot(results, path)
+        print(f"\nwrote {path}")
+    if failed:
+        print(f"error: {len(failed)} format(s) did not pass: {', '.join(failed)}", file=sys.stderr)
+        return 1
+    return 0
+
+
+COMMANDS = {"backbones": cmd_backbones, "run": cmd_run, "predict": cmd_predict, "benchmark": cmd_benchmark}
 
 
 def import_frameworks_quietly():

@@ -21,12 +21,14 @@ def export_saved_model(model, path):
     model.export(path, format="tf_saved_model", verbose=False)
 
 
-QUANTIZATIONS = ("fp32", "dynamic", "int8")
+QUANTIZATIONS = ("fp32", "fp16", "dynamic", "int8", "int8io")
 
 
 def convert(saved_model_dir, quantization="fp32", calibration_inputs=None):
-    """SavedModel -> .tflite bytes: fp32; dynamic-range ("dynamic": int8 weights, float activations);
-    or full-integer int8 with float I/O, calibrated on samples from the training split.
+    """SavedModel -> .tflite bytes: fp32; fp16 (float16 weights); dynamic-range ("dynamic": int8
+    weights, float activations); full-integer "int8" with float I/O; or "int8io", full-integer with
+    int8 float-tensor inputs and outputs (what edge accelerators need; scales in `io_quantization`).
+    The integer ones are calibrated on samples from the training split.
 
     Builtin ops only (no Select TF ops), so the stock ai-edge-litert interpreter runs the file.
     """
@@ -36,7 +38,10 @@ def convert(saved_model_dir, quantization="fp32", calibration_inputs=None):
     converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS]
     if quantization == "dynamic":
         converter.optimizations = [tf.lite.Optimize.DEFAULT]
-    elif quantization == "int8":
+    elif quantization == "fp16":
+        converter.optimizations = [tf.lite.Optimize.DEFAULT]
+        converter.target_spec.supported_types = [tf.float16]
+    elif quantization in ("int8", "int8io"):
         if calibration_inputs is None or len(calibration_inputs) == 0:
             raise ToolkitError("int8 export needs calibration samples from the training split")
         converter.optimizations = [tf.lite.Optimize.DEFAULT]
@@ -54,6 +59,9 @@ def convert(saved_model_dir, quantization="fp32", calibration_inputs=None):
                     yield [np.asarray(sample, dtype)[None]]
 
         converter.representative_dataset = representative_dataset
+        if quantization == "int8io":  # float inputs/outputs become int8 (integer token ids stay int32)
+            converter.inference_input_type = tf.int8
+            converter.inference_output_type = tf.int8
     elif quantization != "fp32":
         raise ToolkitError(f"unknown quantization {quantization!r}; valid: {', '.join(QUANTIZATIONS)}")
     try:
@@ -85,6 +93,9 @@ class LiteRTModel:
         self.interpreter = Interpreter(model_path=path, num_threads=threads)
         self.runner = self.interpreter.get_signature_runner()
         self.input_dtypes = {name: d["dtype"] for name, d in self.runner.get_input_details().items()}
+        # int8 I/O: (scale, zero point) per quantized tensor; float data is (de)quantized here.
+        self.input_quantization = _quantization(self.runner.get_input_details())
+        self.output_quantization = _quantization(self.runner.get_output_details())
         self.input_name, self.input_dtype = next(iter(self.input_dtypes.items()))
         self.output_names = sorted(self.runner.get_output_details())
 
@@ -97,10 +108,27 @@ class LiteRTModel:
         if len(inputs) != len(self.input_dtypes):
             raise ToolkitError(f"{self.path} takes inputs {sorted(self.input_dtypes)}, got {sorted(inputs)}")
         names = _match_names(inputs, self.input_dtypes)
-        outputs = self.runner(**{names[k]: np.asarray(v, self.input_dtypes[names[k]]) for k, v in inputs.items()})
+        outputs = self.runner(**{names[k]: self._to_input(names[k], v) for k, v in inputs.items()})
+        outputs = {k: _dequantize(v, *self.output_quantization[k]) if k in self.output_quantization else v
+                   for k, v in outputs.items()}  # fmt: skip
         if len(outputs) == 1:
             return next(iter(outputs.values()))
         return outputs
+
+    def _to_input(self, name, value):
+        dtype = self.input_dtypes[name]
+        if name in self.input_quantization:
+            scale, zero_point = self.input_quantization[name]
+            info = np.iinfo(dtype)
+            value = np.clip(np.round(np.asarray(value, np.float32) / scale + zero_point), info.min, info.max)
+        return np.asarray(value, dtype)
+
+    def io_quantization(self):
+        """{"inputs"/"outputs": {name: {"scale", "zero_point"}}} for int8 I/O files (what a device feeds)."""
+        return {
+            side: {k: {"scale": s, "zero_point": z} for k, (s, z) in table.items()}
+            for side, table in (("inputs", self.input_quantization), ("outputs", self.output_quantization))
+        }
 
     def latency_ms(self, sample):
         """Batch-1 latency of the interpreter's invoke() alone (input already in place): the model's
@@ -117,6 +145,9 @@ class LiteRTModel:
         interpreter.allocate_tensors()
         for key, value in samples.items():
             detail = by_name[names[key]]
+            scale, zero_point = detail["quantization"]
+            if scale and np.issubdtype(detail["dtype"], np.integer) and not np.issubdtype(value.dtype, np.integer):
+                value = np.round(value / scale + zero_point)
             interpreter.set_tensor(detail["index"], np.asarray(value, detail["dtype"]))
         return median_latency_ms(lambda _: interpreter.invoke(), sample)
 
@@ -130,6 +161,19 @@ class LiteRTModel:
         if isinstance(outputs[0], dict):
             return {k: np.concatenate([o[k] for o in outputs]) for k in outputs[0]}
         return np.concatenate(outputs)
+
+
+def _quantization(details):
+    found = {}
+    for name, d in details.items():
+        scales = d.get("quantization_parameters", {}).get("scales", [])
+        if np.issubdtype(d["dtype"], np.integer) and len(scales) == 1 and scales[0] > 0:
+            found[name] = (float(scales[0]), int(d["quantization_parameters"]["zero_points"][0]))
+    return found
+
+
+def _dequantize(values, scale, zero_point):
+    return (np.asarray(values, np.float32) - zero_point) * scale
 
 
 def median_latency_ms(call, sample, warmup=10, min_runs=50, min_seconds=1.0):

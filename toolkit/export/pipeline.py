@@ -20,7 +20,7 @@ from toolkit.errors import ToolkitError
 from toolkit.export import litert
 from toolkit.export.run_folder import write_atomic
 
-VERIFY_FILE = "verify.npz"
+VERIFY_FILE = "test_data.npz"  # kept in the run folder: `toolkit benchmark` re-scores every format on it
 LITERT_FORMATS = ("tflite_fp32", "tflite_int8")  # a task module may set its own LITERT_FORMATS
 
 
@@ -85,14 +85,19 @@ def finish_run(run_dir, model, task, test_inputs, test_labels, calibration_input
         os.path.join(run_dir, VERIFY_FILE),
         labels=test_labels,
         keras_outputs=outputs,
-        **{f"input__{k}": v for k, v in test_inputs.items()},
-        **{f"calibration__{k}": v for k, v in calibration_inputs.items()},
+        **{f"input__{k}": _compact(v) for k, v in test_inputs.items()},
+        **{f"calibration__{k}": _compact(v) for k, v in calibration_inputs.items()},
     )
-    try:
-        formats.update(export_formats_any_backend(run_dir, task, threads))
-    finally:
-        os.remove(os.path.join(run_dir, VERIFY_FILE))
+    formats.update(export_formats_any_backend(run_dir, task, threads))
     return formats, outputs
+
+
+def _compact(array):
+    """Pixels that are whole numbers in 0..255 are stored as uint8 (4x smaller); cast back on use."""
+    if array.dtype.kind == "f" and array.size and array.min() >= 0 and array.max() <= 255:
+        if np.array_equal(array, np.round(array)):
+            return array.astype(np.uint8)
+    return array
 
 
 def _saved(data, prefix):
@@ -150,21 +155,37 @@ def export_formats(run_dir, task, threads=2):
         "max_abs_diff": float(np.max(np.abs(outputs - reference))),
     }
     for name in litert_formats(module):
-        quantization = name.split("_", 1)[1]
-        path = os.path.join(run_dir, tflite_file(name))
-        write_atomic(path, litert.convert(saved_model_dir, quantization, feed(calibration)))
-        runtime = litert.LiteRTModel(path, threads=threads)
-        outputs = runtime.predict(feed(inputs))
-        latency, p90 = runtime.latency_ms(feed(first(inputs)))
-        formats[name] = {
-            **module.score(outputs, labels),
-            "latency_ms": latency,
-            "latency_p90_ms": p90,
-            "size_bytes": litert.size_bytes(path),
-            "max_abs_diff": float(np.max(np.abs(outputs - reference))),
-            "threads": threads,
-        }
+        formats[name] = litert_format(run_dir, module, name, saved_model_dir, inputs, calibration, labels, reference,
+                                      (threads,))  # fmt: skip
     return formats
+
+
+def litert_format(run_dir, module, name, saved_model_dir, inputs, calibration, labels, reference, threads=(2,)):
+    """Converts one LiteRT format, scores it on the whole test split, times batch-1 latency per thread count."""
+    path = os.path.join(run_dir, tflite_file(name))
+    write_atomic(path, litert.convert(saved_model_dir, name.split("_", 1)[1], feed(calibration)))
+    runtime = litert.LiteRTModel(path, threads=threads[0])
+    outputs = np.asarray(runtime.predict(feed(inputs)))
+    if not np.isfinite(outputs).all():
+        raise ToolkitError(f"{os.path.basename(path)} gives non-finite outputs")
+    by_threads = {}
+    for count in threads:
+        timed = runtime if count == threads[0] else litert.LiteRTModel(path, threads=count)
+        by_threads[str(count)] = timed.latency_ms(feed(first(inputs)))
+    latency, p90 = by_threads[str(threads[0])]
+    entry = {
+        **module.score(outputs, labels),
+        "latency_ms": latency,
+        "latency_p90_ms": p90,
+        "size_bytes": litert.size_bytes(path),
+        "max_abs_diff": float(np.max(np.abs(outputs - reference))),
+        "threads": threads[0],
+    }
+    if len(threads) > 1:
+        entry["latency_ms_by_threads"] = {k: v[0] for k, v in by_threads.items()}
+    if runtime.input_quantization or runtime.output_quantization:
+        entry["io_quantization"] = runtime.io_quantization()
+    return entry
 
 
 def versions():

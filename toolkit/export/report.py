@@ -46,7 +46,7 @@ def markdown(report):
         f"# {report['recipe']} run",
         "",
         f"- backbone: `{report.get('backbone', '?')}`, head: {report.get('head', '?')}",
-        f"- parameters: {report.get('params', 0):,}, FLOPs per image: {report.get('flops', 0) / 1e6:.1f} M",
+        f"- parameters: {report.get('params', 0):,}, FLOPs per input: {report.get('flops', 0) / 1e6:.1f} M",
         f"- data: {report.get('dataset', '?')} ({report.get('split_sizes', {})})",
         f"- backend: {report['backend']}, trained {report.get('epochs_run', '?')} epochs in "
         f"{report['train_seconds']:.0f} s",
@@ -58,7 +58,7 @@ def markdown(report):
         "",
         "Latency is batch 1 on this machine's CPU (LiteRT: XNNPACK, "
         f"{report['formats'].get('tflite_fp32', {}).get('threads', '?')} threads); max abs diff is against "
-        "the Keras model's outputs on the same test images.",
+        "the Keras model's outputs on the same test inputs.",
         "",
         "![training curves](training_curves.png)",
         "",

@@ -1,0 +1,50 @@
+"""`toolkit benchmark`: every format of a finished run, scored and timed; floors fail the command."""
+
+import json
+
+import pytest
+
+from tests.conftest import run_cli
+from tests.test_cli import _fails_with
+
+
+@pytest.fixture(scope="module")
+def karate_run(tmp_path_factory):
+    from recipes import node_classification
+
+    out = tmp_path_factory.mktemp("bench")
+    node_classification.main(["--data", "karate", "--labels-per-class", "3", "--epochs", "60", "--output", str(out)])
+    return out / "node_classification"
+
+
+@pytest.mark.slow
+def test_benchmark_scores_every_format_and_writes_the_model_card(karate_run):
+    formats = "saved_model,tflite_fp32,tflite_fp16,tflite_dynamic,tflite_int8,tflite_int8io"
+    done = run_cli("benchmark", str(karate_run), "--formats", formats, "--threads", "1,2", "--floor", "50")
+    assert done.returncode == 0, done.stderr[-2000:]
+    result = json.loads((karate_run / "benchmark.json").read_text())
+    rows = result["formats"]
+    assert set(formats.split(",")) | {"keras"} == set(rows)
+    for name in formats.split(","):
+        assert rows[name]["status"] == "passed", (name, rows[name]["status"])
+        assert abs(rows[name]["drop_points"]) <= 50
+    assert rows["tflite_fp32"]["max_abs_diff"] <= 1e-4
+    assert set(rows["tflite_fp32"]["latency_ms_by_threads"]) == {"1", "2"}
+    io = rows["tflite_int8io"]["io_quantization"]  # what a device needs to feed int8 inputs
+    assert io["inputs"] and all(q["scale"] > 0 for q in io["inputs"].values())
+    assert (karate_run / "model_int8io.tflite").stat().st_size < (karate_run / "model_fp32.tflite").stat().st_size
+    card = (karate_run / "report.md").read_text()
+    assert "## Benchmark: every export format" in card and "tflite_int8io" in card
+
+
+@pytest.mark.slow
+def test_a_floor_fails_the_command_and_bad_arguments_are_named(karate_run, tmp_path):
+    done = run_cli("benchmark", str(karate_run), "--formats", "tflite_fp32", "--threads", "1", "--floor", "-1")
+    assert done.returncode == 1
+    assert "did not pass" in done.stderr and "tflite_fp32" in done.stderr
+    status = json.loads((karate_run / "benchmark.json").read_text())["formats"]["tflite_fp32"]["status"]
+    assert status.startswith("exported but failed validation")
+    _fails_with(run_cli("benchmark", str(karate_run), "--formats", "onnx"), "unknown format 'onnx'")
+    _fails_with(run_cli("benchmark", str(karate_run), "--threads", "0"), "--threads")
+    _fails_with(run_cli("benchmark", str(tmp_path)), "report.json not found")
+    _fails_with(run_cli("benchmark"), "needs a run folder")

@@ -1,0 +1,169 @@
+"""`toolkit benchmark RUN_DIR`: every export format of a finished run, scored and timed the same way.
+
+For each format: export it (a failure is recorded with its reason, not raised), run the task
+metric over the whole stored test split (`test_data.npz`), compare with Keras, time batch-1
+latency per thread count (XNNPACK, warm-up, median and p90), and record the size. The table goes
+to stdout, `benchmark.json` and the run's `report.md` (its model card). With `floor`, a format
+whose metric drops more than `floor` points below Keras fails validation, and the command exits 1.
+"""
+
+import json
+import os
+import traceback
+
+import numpy as np
+
+from toolkit.errors import ToolkitError, choose
+from toolkit.export import litert, pipeline, report
+from toolkit.export.run_folder import write_atomic
+
+FORMATS = ("saved_model", "tflite_fp32", "tflite_fp16", "tflite_dynamic", "tflite_int8", "tflite_int8io")
+RECIPE_TASKS = {"classification": "classification", "sentiment": "text_classification",
+                "node_classification": "node_classification"}  # fmt: skip
+HIGHER_IS_WORSE = ("perplexity",)
+
+
+def load_run(run_dir):
+    path = os.path.join(run_dir, "report.json")
+    if not os.path.isfile(path):
+        raise ToolkitError(f"{path} not found: is {run_dir} a finished run folder?")
+    with open(path) as f:
+        run = json.load(f)
+    if not os.path.isfile(os.path.join(run_dir, pipeline.VERIFY_FILE)):
+        raise ToolkitError(f"{run_dir} has no {pipeline.VERIFY_FILE}: rerun its recipe to store the test split")
+    return run
+
+
+def benchmark(run_dir, formats=FORMATS, threads=(1, 2), floor=None):
+    """Returns (result dict, failed formats) and writes benchmark.json and the report.md section."""
+    import keras
+    import tensorflow as tf
+
+    run = load_run(run_dir)
+    task = choose("recipe", run["recipe"], RECIPE_TASKS)
+    module = pipeline.task_module(RECIPE_TASKS[task])
+    metric = run["metric"]
+    for name in formats:
+        choose("format", name, FORMATS)
+    data = np.load(os.path.join(run_dir, pipeline.VERIFY_FILE))
+    model = keras.saving.load_model(os.path.join(run_dir, "model.keras"), safe_mode=True)
+    inputs = pipeline.as_inputs(model, pipeline._saved(data, "input__"))
+    calibration = pipeline.as_inputs(model, pipeline._saved(data, "calibration__"))
+    labels, reference = data["labels"], data["keras_outputs"]
+    keras_score = module.score(reference, labels)[metric]
+    saved_model_dir = os.path.join(run_dir, "saved_model")
+    if not os.path.isdir(saved_model_dir):
+        litert.export_saved_model(model, saved_model_dir)
+
+    rows = {"keras": {**run["formats"]["keras"], "status": "passed"}}
+    for name in formats:
+        try:
+            if name == "saved_model":
+                entry = _saved_model(saved_model_dir, module, inputs, labels, reference, tf)
+            else:
+                entry = pipeline.litert_format(
+                    run_dir, module, name, saved_model_dir, inputs, calibration, labels, reference, threads
+                )
+        except Exception as e:  # a format that cannot be made or run is a row, not a crash
+            lines = [line for line in str(e).strip().splitlines() if line.strip()] or [type(e).__name__]
+            rows[name] = {"status": f"failed to export: {lines[0][:200]}"}
+            if os.environ.get("TOOLKIT_DEBUG"):
+                traceback.print_exc()
+            continue
+        drop = _drop(keras_score, entry[metric], metric)
+        entry["drop_points"] = drop
+        failed = floor is not None and drop > floor
+        entry["status"] = f"exported but failed validation: drop {drop:.2f} pt > floor {floor}" if failed else "passed"
+        rows[name] = entry
+    result = {"recipe": task, "metric": metric, "threads": list(threads), "floor": floor, "formats": rows}
+    write_atomic(os.path.join(run_dir, "benchmark.json"), json.dumps(result, indent=2) + "\n")
+    _update_model_card(run_dir, run, result)
+    failures = [k for k, v in rows.items() if v["status"] != "passed"]
+    return result, failures
+
+
+def _drop(base, value, metric):
+    points = (value - base) if metric in HIGHER_IS_WORSE else (base - value)
+    return float(points * (1 if metric in HIGHER_IS_WORSE else 100))
+
+
+def _saved_model(saved_model_dir, module, inputs, labels, reference, tf):
+    loaded = tf.saved_model.load(saved_model_dir)
+    serve = lambda batch: loaded.serve(tf.nest.map_structure(tf.constant, pipeline.feed(batch)))  # noqa: E731
+    count = len(next(iter(inputs.values())))
+    outputs = np.concatenate(
+        [np.asarray(serve({k: v[i : i + 256] for k, v in inputs.items()})) for i in range(0, count, 256)]
+    )
+    latency, p90 = litert.median_latency_ms(serve, pipeline.first(inputs))
+    return {
+        **module.score(outputs, labels),
+        "latency_ms": latency,
+        "latency_p90_ms": p90,
+        "size_bytes": litert.size_bytes(saved_model_dir),
+        "max_abs_diff": float(np.max(np.abs(outputs - reference))),
+    }
+
+
+def table(result):
+    metric, threads = result["metric"], result["threads"]
+    head = f"| format | status | size MB | {metric} | drop vs keras (pt) | " + " | ".join(
+        f"ms ({t} thr) | inf/s ({t} thr)" for t in threads
+    )
+    rows = [head + " |", "|---" * (5 + 2 * len(threads)) + "|"]
+    for name, f in result["formats"].items():
+        if metric not in f:
+            rows.append(f"| {name} | {f['status']} |" + " |" * (3 + 2 * len(threads)))
+            continue
+        times = f.get("latency_ms_by_threads") or {str(threads[0]): f["latency_ms"]}
+        cells = " | ".join(
+            f"{times[str(t)]:.3f} | {1000 / times[str(t)]:.0f}" if str(t) in times else " | " for t in threads
+        )
+        drop = "" if name == "keras" else f"{f['drop_points']:+.2f}"
+        rows.append(f"| {name} | {f['status']} | {f['size_bytes'] / 1e6:.3f} | {f[metric]:.4f} | {drop} | {cells} |")
+    return "\n".join(rows)
+
+
+def _update_model_card(run_dir, run, result):
+    """report.md: the run's own card, then this benchmark's table (replaced on each benchmark)."""
+    card = report.markdown(run)
+    section = "\n".join(
+        [
+            "",
+            "## Benchmark: every export format",
+            "",
+            f"Command: `toolkit benchmark {run_dir}` (batch 1, XNNPACK, threads {result['threads']}"
+            + (f", floor {result['floor']} pt" if result["floor"] is not None else "")
+            + "). Metric over the whole stored test split.",
+            "",
+            table(result),
+        ]
+    )
+    for name, f in result["formats"].items():
+        if "io_quantization" in f:
+            section += (
+                f"\n\n`{name}` I/O quantization (real = (q - zero_point) * scale): `{json.dumps(f['io_quantization'])}`"
+            )
+    write_atomic(os.path.join(run_dir, "report.md"), card.rstrip() + "\n" + section + "\n")
+
+
+def pareto_plot(results, path):
+    """Metric against batch-1 latency for every format of every run (one marker per format)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, len(results), figsize=(5 * len(results), 4), squeeze=False)
+    for ax, (run_dir, result) in zip(axes[0], results.items()):
+        metric = result["metric"]
+        for name, f in result["formats"].items():
+            if metric in f and "latency_ms" in f:
+                ax.scatter(f["latency_ms"], f[metric])
+                ax.annotate(name, (f["latency_ms"], f[metric]), fontsize=7)
+        ax.set_xscale("log")
+        ax.set_xlabel("batch-1 latency, ms (log)")
+        ax.set_ylabel(metric)
+        ax.set_title(os.path.basename(os.path.normpath(run_dir)))
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
