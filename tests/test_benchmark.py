@@ -33,6 +33,7 @@ def test_benchmark_scores_every_format_and_writes_the_model_card(karate_run):
     io = rows["tflite_int8io"]["io_quantization"]  # what a device needs to feed int8 inputs
     assert io["inputs"] and all(q["scale"] > 0 for q in io["inputs"].values())
     assert (karate_run / "model_int8io.tflite").stat().st_size < (karate_run / "model_fp32.tflite").stat().st_size
+    assert json.loads((karate_run / "report.json").read_text())["formats"]["tflite_int8io"]["io_quantization"] == io
     card = (karate_run / "report.md").read_text()
     assert "## Benchmark: every export format" in card and "tflite_int8io" in card
 

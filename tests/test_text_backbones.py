@@ -110,3 +110,13 @@ def test_bad_text_backbone_arguments_are_named():
         backbones.get("birnn", (8,), cell="rnn")
     with pytest.raises(ToolkitError, match="has no option heads"):
         backbones.get("transformer", (8,), heads=2)
+
+
+def test_a_model_that_needs_select_tf_ops_is_refused_naming_op_and_layer(tmp_path):
+    """A GRU left as a loop needs TensorList ops, which the stock interpreter lacks: say which, and where."""
+    tokens = keras.Input((LENGTH,), dtype="int32")
+    x = keras.layers.GRU(4, name="looped_gru")(keras.layers.Embedding(VOCABULARY, 8)(tokens))
+    model = keras.Model(tokens, keras.layers.Dense(2)(x))
+    litert.export_saved_model(model, str(tmp_path / "saved_model"))
+    with pytest.raises(ToolkitError, match=r"tf\.TensorList\w+ \(layer looped_gru\).*unroll=True"):
+        litert.convert(str(tmp_path / "saved_model"))

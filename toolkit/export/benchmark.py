@@ -77,6 +77,9 @@ def benchmark(run_dir, formats=FORMATS, threads=(1, 2), floor=None):
         rows[name] = entry
     result = {"recipe": task, "metric": metric, "threads": list(threads), "floor": floor, "formats": rows}
     write_atomic(os.path.join(run_dir, "benchmark.json"), json.dumps(result, indent=2) + "\n")
+    # report.json carries every measured format too (with int8 I/O scales, what a device needs to feed it).
+    run["formats"].update({k: v for k, v in rows.items() if k != "keras" and run["metric"] in v})
+    write_atomic(os.path.join(run_dir, "report.json"), json.dumps(run, indent=2) + "\n")
     _update_model_card(run_dir, run, result)
     failures = [k for k, v in rows.items() if v["status"] != "passed"]
     return result, failures

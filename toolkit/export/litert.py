@@ -1,6 +1,7 @@
 """SavedModel and LiteRT export with builtin ops only, and a runner for the stock interpreter."""
 
 import os
+import re
 import time
 
 import numpy as np
@@ -66,10 +67,28 @@ def convert(saved_model_dir, quantization="fp32", calibration_inputs=None):
         raise ToolkitError(f"unknown quantization {quantization!r}; valid: {', '.join(QUANTIZATIONS)}")
     try:
         return converter.convert()
-    except Exception as e:  # the converter raises ConverterError and others; keep its op report
-        lines = [line.strip() for line in str(e).splitlines() if "op" in line.lower() and line.strip()]
-        detail = "; ".join(lines[:3]) or str(e).splitlines()[0]
-        raise ToolkitError(f"LiteRT {quantization} conversion with builtin ops only failed: {detail}") from None
+    except Exception as e:  # the converter raises ConverterError and others: name the ops and their layers
+        raise ToolkitError(
+            f"LiteRT {quantization} conversion with builtin ops only failed: {_explain(str(e))}"
+        ) from None
+
+
+def _explain(message):
+    """The converter's report -> "op tf.X (layer L), ...": which ops are not builtin, and where."""
+    found = {}
+    for location, op in re.findall(r"loc\((.*?)\)\)*: .*?'(tf\.\w+)' op", message):
+        # the first path element is the model ("functional_3"), the second the layer ("gru_1")
+        layers = re.findall(r'"[^"/:]+/([A-Za-z0-9_]+?)(?:_\d+)?/', location)
+        found.setdefault(op, set()).update(layers)
+    if not found:
+        lines = [line.strip() for line in message.splitlines() if line.strip()]
+        return "; ".join(line for line in lines if "op" in line.lower())[:500] or (lines[0] if lines else "unknown")
+    parts = [f"{op} (layer {', '.join(sorted(layers)) or '?'})" for op, layers in found.items()]
+    return (
+        "these ops have no builtin LiteRT kernel: "
+        + ", ".join(parts)
+        + " (recurrent layers: build them with unroll=True and a static sequence length)"
+    )
 
 
 def _match_names(given, signature_names):
