@@ -12,7 +12,7 @@ import math
 import keras
 import numpy as np
 
-from toolkit import backbones, recipe, training
+from toolkit import recipe, training
 from toolkit.data import images
 from toolkit.export import pipeline, report
 from toolkit.export.run_folder import RunFolder
@@ -68,25 +68,22 @@ def main(argv=None):
         report.plot_history(history, run.file("training_curves.png"))
         with open(run.file("labels.txt"), "w") as f:
             f.write("\n".join(data.class_names) + "\n")
-        result = {
-            "recipe": "classification",
-            "backend": keras.backend.backend(),
-            "metric": classification.METRIC,
-            "train_seconds": seconds,
-            "command": recipe.command_line("classification", argv),
-            "formats": formats,
-            "backbone": args.backbone,
-            "backbone_options": options,
-            "head": "global average pool + dropout + softmax dense on P5",
-            "params": backbones.count_params(model),
-            "flops": backbones.count_flops(model),
-            "dataset": data.source,
-            "split_sizes": data.sizes,
-            "epochs_run": len(history["loss"]),
-            "images_per_second": data.sizes["train"] * len(history["loss"]) / seconds,
-            "versions": pipeline.versions(),
-            "figures": ["confusion_matrix.png"],
-        }
+        result = recipe.summary(
+            "classification",
+            classification.METRIC,
+            argv,
+            args,
+            options,
+            model,
+            formats,
+            seconds,
+            history,
+            head="global average pool + dropout + softmax dense on P5",
+            dataset=data.source,
+            split_sizes=data.sizes,
+            images_per_second=data.sizes["train"] * len(history["loss"]) / seconds,
+            figures=["confusion_matrix.png"],
+        )
         report.write_report(run.path, result)
     print(report.format_table(result))
     print(f"wrote {run.final}")

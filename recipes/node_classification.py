@@ -12,7 +12,7 @@ with logistic regression (same features) and label propagation (same graph) as b
 import keras
 import numpy as np
 
-from toolkit import backbones, recipe, training
+from toolkit import recipe, training
 from toolkit.data import graphs
 from toolkit.export import pipeline, report
 from toolkit.export.run_folder import RunFolder
@@ -92,27 +92,24 @@ def main(argv=None):
         report.plot_history(history, run.file("training_curves.png"))
         with open(run.file("labels.txt"), "w") as f:
             f.write("\n".join(data.class_names) + "\n")
-        result = {
-            "recipe": "node_classification",
-            "backend": keras.backend.backend(),
-            "metric": task.METRIC,
-            "train_seconds": seconds,
-            "command": recipe.command_line("node_classification", argv),
-            "formats": formats,
-            "baselines": reference,
-            "backbone": args.backbone,
-            "backbone_options": options,
-            "head": "dropout + per-node softmax dense on the backbone's node features",
-            "params": backbones.count_params(model),
-            "flops": backbones.count_flops(model),
-            "dataset": data.source,
-            "nodes": data.num_nodes,
-            "split_sizes": {k: len(v) for k, v in split.items()},
-            "seed": args.seed,
-            "epochs_run": len(history["loss"]),
-            "versions": pipeline.versions(),
-            "figures": ["graph.png"],
-        }
+        result = recipe.summary(
+            "node_classification",
+            task.METRIC,
+            argv,
+            args,
+            options,
+            model,
+            formats,
+            seconds,
+            history,
+            baselines=reference,
+            head="dropout + per-node softmax dense on the backbone's node features",
+            dataset=data.source,
+            nodes=data.num_nodes,
+            split_sizes={k: len(v) for k, v in split.items()},
+            seed=args.seed,
+            figures=["graph.png"],
+        )
         report.write_report(run.path, result)
     print(report.format_table(result))
     print(

@@ -13,7 +13,7 @@ import math
 
 import keras
 
-from toolkit import backbones, recipe, training
+from toolkit import recipe, training
 from toolkit.data import text, tokenizer
 from toolkit.export import pipeline, report
 from toolkit.export.run_folder import RunFolder
@@ -80,26 +80,23 @@ def main(argv=None):
         matrix = text_classification.confusion_matrix(outputs, test_labels, len(data.class_names))
         report.plot_confusion(matrix, data.class_names, run.file("confusion_matrix.png"))
         report.plot_history(history, run.file("training_curves.png"))
-        result = {
-            "recipe": "sentiment",
-            "backend": keras.backend.backend(),
-            "metric": text_classification.METRIC,
-            "train_seconds": seconds,
-            "command": recipe.command_line("sentiment", argv),
-            "formats": formats,
-            "backbone": args.backbone,
-            "backbone_options": options,
-            "head": "dropout + softmax dense on the backbone's pooled vector",
-            "params": backbones.count_params(model),
-            "flops": backbones.count_flops(model),
-            "dataset": data.source,
-            "split_sizes": data.sizes,
-            "sequence_length": args.sequence_length,
-            "vocabulary_size": len(vocabulary),
-            "epochs_run": len(history["loss"]),
-            "versions": pipeline.versions(),
-            "figures": ["confusion_matrix.png"],
-        }
+        result = recipe.summary(
+            "sentiment",
+            text_classification.METRIC,
+            argv,
+            args,
+            options,
+            model,
+            formats,
+            seconds,
+            history,
+            head="dropout + softmax dense on the backbone's pooled vector",
+            dataset=data.source,
+            split_sizes=data.sizes,
+            sequence_length=args.sequence_length,
+            vocabulary_size=len(vocabulary),
+            figures=["confusion_matrix.png"],
+        )
         report.write_report(run.path, result)
     print(report.format_table(result))
     print(f"wrote {run.final}")

@@ -81,3 +81,27 @@ def verbosity(text):
 
 def command_line(recipe, argv):
     return shlex.join(["toolkit", "run", recipe, *(sys.argv[3:] if argv is None else argv)])
+
+
+def summary(name, metric, argv, args, options, model, formats, seconds, history, **details):
+    """report.json's fields that every recipe shares; `details` adds the recipe's own (head, dataset...)."""
+    import keras
+
+    from toolkit import backbones
+    from toolkit.export import pipeline
+
+    return {
+        "recipe": name,
+        "backend": keras.backend.backend(),
+        "metric": metric,
+        "train_seconds": seconds,
+        "command": command_line(name, argv),
+        "formats": formats,
+        "backbone": args.backbone,
+        "backbone_options": options,
+        "params": backbones.count_params(model),
+        "flops": backbones.count_flops(model),
+        "epochs_run": len(history["loss"]),
+        "versions": pipeline.versions(),
+        **details,
+    }

@@ -14,6 +14,7 @@ import zlib
 import numpy as np
 import tensorflow as tf
 
+from toolkit.data import local_tfds
 from toolkit.errors import ToolkitError
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".gif")
@@ -118,17 +119,7 @@ def _fashion_mnist(source_dir, data_dir, validation_fraction, image_size):
 
 
 def _tfds(name, data_dir, validation_fraction, image_size):
-    import tensorflow_datasets as tfds
-
-    try:
-        builder = tfds.builder(name, data_dir=data_dir)
-    except Exception as e:  # tfds raises several types for unknown names
-        raise ToolkitError(f"unknown TFDS dataset {name!r} ({str(e).splitlines()[0]})") from None
-    if not os.path.isdir(builder.data_dir) or not builder.info.splits:
-        raise ToolkitError(
-            f"TFDS dataset {name!r} is not prepared in {builder.data_dir}: run `tfds build {name}` on a "
-            "machine with internet and copy that folder here (or pass --data-dir)"
-        )
+    builder = local_tfds.prepared_by_name(name, data_dir)
     features = builder.info.features
     if "label" not in features or "image" not in features:
         raise ToolkitError(f"TFDS dataset {name!r} has no image/label features; it is not image classification")

@@ -3,7 +3,7 @@
 import hashlib
 import os
 
-import tensorflow_datasets as tfds
+from toolkit.errors import ToolkitError
 
 
 def prepared(builder_class, source, data_dir=None):
@@ -11,6 +11,8 @@ def prepared(builder_class, source, data_dir=None):
 
     Without data_dir, each source path gets its own folder under ~/tensorflow_datasets, so that
     pointing at other files never reads stale records."""
+    import tensorflow_datasets as tfds
+
     if data_dir is None:
         key = hashlib.sha1(os.path.abspath(source).encode()).hexdigest()[:10]
         data_dir = os.path.join(os.path.expanduser("~/tensorflow_datasets"), f"toolkit-{key}")
@@ -21,4 +23,20 @@ def prepared(builder_class, source, data_dir=None):
         tfds.disable_progress_bar()
     manual_dir = source if os.path.isdir(source) else os.path.dirname(os.path.abspath(source))
     builder.download_and_prepare(download_config=tfds.download.DownloadConfig(manual_dir=manual_dir))
+    return builder
+
+
+def prepared_by_name(name, data_dir=None):
+    """A TFDS dataset by name that must already be prepared (no downloads here); says how if not."""
+    import tensorflow_datasets as tfds
+
+    try:
+        builder = tfds.builder(name, data_dir=data_dir)
+    except Exception as e:  # tfds raises several types for unknown names
+        raise ToolkitError(f"unknown TFDS dataset {name!r} ({str(e).splitlines()[0]})") from None
+    if not os.path.isdir(builder.data_dir) or not builder.info.splits:
+        raise ToolkitError(
+            f"TFDS dataset {name!r} is not prepared in {builder.data_dir}: run `tfds build {name}` on a "
+            "machine with internet and copy that folder here (or pass --data-dir)"
+        )
     return builder

@@ -19,6 +19,7 @@ import zlib
 
 import numpy as np
 
+from toolkit.data import local_tfds
 from toolkit.errors import ToolkitError
 
 TABLE_FORMATS = ("csv", "tsv", "jsonl")
@@ -178,17 +179,7 @@ def _from_builder(builder, source, class_names, wanted=None):
 
 
 def _tfds(name, data_dir):
-    import tensorflow_datasets as tfds
-
-    try:
-        builder = tfds.builder(name, data_dir=data_dir)
-    except Exception as e:  # tfds raises several types for unknown names
-        raise ToolkitError(f"unknown TFDS dataset {name!r} ({str(e).splitlines()[0]})") from None
-    if not os.path.isdir(builder.data_dir) or not builder.info.splits:
-        raise ToolkitError(
-            f"TFDS dataset {name!r} is not prepared in {builder.data_dir}: run `tfds build {name}` on a "
-            "machine with internet and copy that folder here (or pass --data-dir)"
-        )
+    builder = local_tfds.prepared_by_name(name, data_dir)
     features, splits = builder.info.features, set(builder.info.splits)
     if builder.info.supervised_keys is None or "label" not in features:
         raise ToolkitError(f"TFDS dataset {name!r} has no (text, label) supervised keys")
