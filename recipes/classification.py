@@ -15,7 +15,7 @@ import numpy as np
 from toolkit import recipe, training
 from toolkit.data import images
 from toolkit.export import pipeline, report
-from toolkit.export.run_folder import RunFolder
+from toolkit.export.run_folder import RunFolder, write_labels
 from toolkit.tasks import classification
 
 DEFAULTS = dict(data="fashion_mnist", backbone="resnet", epochs=20, batch_size=128, learning_rate=4e-3)
@@ -66,8 +66,7 @@ def main(argv=None):
         matrix = classification.confusion_matrix(outputs, test_labels, len(data.class_names))
         report.plot_confusion(matrix, data.class_names, run.file("confusion_matrix.png"))
         report.plot_history(history, run.file("training_curves.png"))
-        with open(run.file("labels.txt"), "w") as f:
-            f.write("\n".join(data.class_names) + "\n")
+        write_labels(run.path, data.class_names)
         result = recipe.summary(
             "classification",
             classification.METRIC,

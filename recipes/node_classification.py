@@ -15,7 +15,7 @@ import numpy as np
 from toolkit import recipe, training
 from toolkit.data import graphs
 from toolkit.export import pipeline, report
-from toolkit.export.run_folder import RunFolder
+from toolkit.export.run_folder import RunFolder, write_labels
 from toolkit.tasks import node_classification as task
 
 DEFAULTS = dict(data="drosophila", backbone="gcn", epochs=200, learning_rate=1e-2, patience=40)
@@ -90,8 +90,7 @@ def main(argv=None):
             data.adjacency, predicted, data.labels, data.class_names, split["test"], run.file("graph.png")
         )
         report.plot_history(history, run.file("training_curves.png"))
-        with open(run.file("labels.txt"), "w") as f:
-            f.write("\n".join(data.class_names) + "\n")
+        write_labels(run.path, data.class_names)
         result = recipe.summary(
             "node_classification",
             task.METRIC,

@@ -13,10 +13,10 @@ import math
 
 import keras
 
-from toolkit import recipe, training
+from toolkit import backbones, recipe, training
 from toolkit.data import text, tokenizer
 from toolkit.export import pipeline, report
-from toolkit.export.run_folder import RunFolder
+from toolkit.export.run_folder import RunFolder, write_labels
 from toolkit.tasks import text_classification
 
 DEFAULTS = dict(data="rotten_tomatoes", backbone="birnn", epochs=4, batch_size=64, learning_rate=2e-3)
@@ -40,7 +40,7 @@ def main(argv=None):
     args = parse_args(argv)
     keras.utils.set_random_seed(args.seed)
     options = recipe.backbone_options(args.backbone_option, args.backbone)
-    text_classification.check_backbone(args.backbone)
+    backbones.require_kind(args.backbone, "text")
 
     # Data: texts and labels per split; the vocabulary is learned from the training split only.
     class_names = args.class_names.split(",") if args.class_names else None
@@ -67,8 +67,7 @@ def main(argv=None):
         )
         backbone.save_weights(run.file("backbone.weights.h5"))
         tokenizer.save_vocabulary(vocabulary, run.path)
-        with open(run.file("labels.txt"), "w") as f:
-            f.write("\n".join(data.class_names) + "\n")
+        write_labels(run.path, data.class_names)
 
         # Export and verify every format on the whole test split (calibration from the training split).
         test_tokens, test_labels = tokenizer.encode(tokenize, data.test[0]), data.test[1]

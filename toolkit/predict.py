@@ -5,6 +5,7 @@ import os
 import numpy as np
 
 from toolkit.errors import ToolkitError, choose
+from toolkit.export.run_folder import read_labels
 
 FORMAT_FILES = {
     "keras": "model.keras",
@@ -45,14 +46,6 @@ def read_image(path, shape):
         image = image.convert("L" if shape[2] == 1 else "RGB").resize((shape[1], shape[0]), Image.BILINEAR)
         array = np.asarray(image, np.uint8)
     return array[..., None] if shape[2] == 1 else array
-
-
-def read_labels(run_dir, recipe):
-    path = os.path.join(run_dir, "labels.txt")
-    if not os.path.isfile(path):
-        raise ToolkitError(f"{path} not found: is {run_dir} a finished {recipe} run?")
-    with open(path) as f:
-        return [line.strip() for line in f if line.strip()]
 
 
 def predict_classification(run_dir, files, fmt="tflite_int8"):

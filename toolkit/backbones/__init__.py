@@ -7,6 +7,16 @@ backbones map {"features": (B, N, F), "adjacency": (B, N, N)} to {"sequence": (B
 
 from toolkit.backbones import graph, text, vision  # noqa: F401  (registers the backbones)
 from toolkit.backbones.flops import count_flops, count_params
-from toolkit.backbones.registry import PYRAMID_LEVELS, entry, get, names, options, register
+from toolkit.backbones.registry import PYRAMID_LEVELS, entry, get, names, options, register, require_kind
 
-__all__ = ["PYRAMID_LEVELS", "count_flops", "count_params", "entry", "get", "names", "options", "register"]
+__all__ = [
+    "PYRAMID_LEVELS",
+    "count_flops",
+    "count_params",
+    "entry",
+    "get",
+    "names",
+    "options",
+    "register",
+    "require_kind",
+]

@@ -51,6 +51,12 @@ def options(name):
     return {k: p.default for k, p in params.items() if k != "input_shape"}
 
 
+def require_kind(name, kind):
+    """Refuses a backbone of another kind (a vision backbone for a text task...), naming the right ones."""
+    if entry(name).kind != kind:
+        raise ToolkitError(f"backbone {name!r} is not a {kind} backbone; {kind} backbones: {', '.join(names(kind))}")
+
+
 def check_options(name, given):
     """Refuses unknown backbone names and options before any data is loaded or model built."""
     unknown = set(given) - set(options(name))

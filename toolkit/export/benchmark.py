@@ -11,8 +11,6 @@ import json
 import os
 import traceback
 
-import numpy as np
-
 from toolkit.errors import ToolkitError, choose
 from toolkit.export import litert, pipeline, report
 from toolkit.export.run_folder import write_atomic
@@ -20,7 +18,6 @@ from toolkit.export.run_folder import write_atomic
 FORMATS = ("saved_model", "tflite_fp32", "tflite_fp16", "tflite_dynamic", "tflite_int8", "tflite_int8io")
 RECIPE_TASKS = {"classification": "classification", "sentiment": "text_classification",
                 "node_classification": "node_classification"}  # fmt: skip
-HIGHER_IS_WORSE = ("perplexity",)
 
 
 def load_run(run_dir):
@@ -36,20 +33,13 @@ def load_run(run_dir):
 
 def benchmark(run_dir, formats=FORMATS, threads=(1, 2), floor=None):
     """Returns (result dict, failed formats) and writes benchmark.json and the report.md section."""
-    import keras
-    import tensorflow as tf
-
     run = load_run(run_dir)
     task = choose("recipe", run["recipe"], RECIPE_TASKS)
     module = pipeline.task_module(RECIPE_TASKS[task])
     metric = run["metric"]
     for name in formats:
         choose("format", name, FORMATS)
-    data = np.load(os.path.join(run_dir, pipeline.VERIFY_FILE))
-    model = keras.saving.load_model(os.path.join(run_dir, "model.keras"), safe_mode=True)
-    inputs = pipeline.as_inputs(model, pipeline._saved(data, "input__"))
-    calibration = pipeline.as_inputs(model, pipeline._saved(data, "calibration__"))
-    labels, reference = data["labels"], data["keras_outputs"]
+    model, inputs, calibration, labels, reference = pipeline.load_test_data(run_dir)
     keras_score = module.score(reference, labels)[metric]
     saved_model_dir = os.path.join(run_dir, "saved_model")
     if not os.path.isdir(saved_model_dir):
@@ -59,7 +49,7 @@ def benchmark(run_dir, formats=FORMATS, threads=(1, 2), floor=None):
     for name in formats:
         try:
             if name == "saved_model":
-                entry = _saved_model(saved_model_dir, module, inputs, labels, reference, tf)
+                entry = pipeline.saved_model_format(saved_model_dir, module, inputs, labels, reference)
             else:
                 entry = pipeline.litert_format(
                     run_dir, module, name, saved_model_dir, inputs, calibration, labels, reference, threads
@@ -70,7 +60,7 @@ def benchmark(run_dir, formats=FORMATS, threads=(1, 2), floor=None):
             if os.environ.get("TOOLKIT_DEBUG"):
                 traceback.print_exc()
             continue
-        drop = _drop(keras_score, entry[metric], metric)
+        drop = (keras_score - entry[metric]) * 100  # points lost against Keras
         entry["drop_points"] = drop
         failed = floor is not None and drop > floor
         entry["status"] = f"exported but failed validation: drop {drop:.2f} pt > floor {floor}" if failed else "passed"
@@ -83,28 +73,6 @@ def benchmark(run_dir, formats=FORMATS, threads=(1, 2), floor=None):
     _update_model_card(run_dir, run, result)
     failures = [k for k, v in rows.items() if v["status"] != "passed"]
     return result, failures
-
-
-def _drop(base, value, metric):
-    points = (value - base) if metric in HIGHER_IS_WORSE else (base - value)
-    return float(points * (1 if metric in HIGHER_IS_WORSE else 100))
-
-
-def _saved_model(saved_model_dir, module, inputs, labels, reference, tf):
-    loaded = tf.saved_model.load(saved_model_dir)
-    serve = lambda batch: loaded.serve(tf.nest.map_structure(tf.constant, pipeline.feed(batch)))  # noqa: E731
-    count = len(next(iter(inputs.values())))
-    outputs = np.concatenate(
-        [np.asarray(serve({k: v[i : i + 256] for k, v in inputs.items()})) for i in range(0, count, 256)]
-    )
-    latency, p90 = litert.median_latency_ms(serve, pipeline.first(inputs))
-    return {
-        **module.score(outputs, labels),
-        "latency_ms": latency,
-        "latency_p90_ms": p90,
-        "size_bytes": litert.size_bytes(saved_model_dir),
-        "max_abs_diff": float(np.max(np.abs(outputs - reference))),
-    }
 
 
 def table(result):

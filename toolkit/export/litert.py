@@ -137,9 +137,7 @@ class LiteRTModel:
     def _to_input(self, name, value):
         dtype = self.input_dtypes[name]
         if name in self.input_quantization:
-            scale, zero_point = self.input_quantization[name]
-            info = np.iinfo(dtype)
-            value = np.clip(np.round(np.asarray(value, np.float32) / scale + zero_point), info.min, info.max)
+            return _quantize(value, dtype, *self.input_quantization[name])
         return np.asarray(value, dtype)
 
     def io_quantization(self):
@@ -166,7 +164,7 @@ class LiteRTModel:
             detail = by_name[names[key]]
             scale, zero_point = detail["quantization"]
             if scale and np.issubdtype(detail["dtype"], np.integer) and not np.issubdtype(value.dtype, np.integer):
-                value = np.round(value / scale + zero_point)
+                value = _quantize(value, detail["dtype"], scale, zero_point)
             interpreter.set_tensor(detail["index"], np.asarray(value, detail["dtype"]))
         return median_latency_ms(lambda _: interpreter.invoke(), sample)
 
@@ -189,6 +187,11 @@ def _quantization(details):
         if np.issubdtype(d["dtype"], np.integer) and len(scales) == 1 and scales[0] > 0:
             found[name] = (float(scales[0]), int(d["quantization_parameters"]["zero_points"][0]))
     return found
+
+
+def _quantize(values, dtype, scale, zero_point):
+    info = np.iinfo(dtype)
+    return np.clip(np.round(np.asarray(values, np.float32) / scale + zero_point), info.min, info.max).astype(dtype)
 
 
 def _dequantize(values, scale, zero_point):

@@ -125,39 +125,48 @@ def export_formats_any_backend(run_dir, task, threads=2):
 
 def export_formats(run_dir, task, threads=2):
     """TensorFlow backend: SavedModel and LiteRT files from model.keras, each verified."""
-    import keras
-    import tensorflow as tf
-
     module = task_module(task)
+    model, inputs, calibration, labels, reference = load_test_data(run_dir)
+    saved_model_dir = os.path.join(run_dir, "saved_model")
+    litert.export_saved_model(model, saved_model_dir)
+    formats = {"saved_model": saved_model_format(saved_model_dir, module, inputs, labels, reference)}
+    for name in litert_formats(module):
+        formats[name] = litert_format(run_dir, module, name, saved_model_dir, inputs, calibration, labels, reference,
+                                      (threads,))  # fmt: skip
+    return formats
+
+
+def load_test_data(run_dir):
+    """A finished run's model and stored test split: (model, inputs, calibration, labels, Keras outputs)."""
+    import keras
+
     data = np.load(os.path.join(run_dir, VERIFY_FILE))
     model = keras.saving.load_model(os.path.join(run_dir, "model.keras"), safe_mode=True)
     inputs, calibration = as_inputs(model, _saved(data, "input__")), as_inputs(model, _saved(data, "calibration__"))
-    labels, reference = data["labels"], data["keras_outputs"]
-    count = len(next(iter(inputs.values())))
-    formats = {}
+    return model, inputs, calibration, data["labels"], data["keras_outputs"]
 
-    saved_model_dir = os.path.join(run_dir, "saved_model")
-    litert.export_saved_model(model, saved_model_dir)
+
+def saved_model_format(saved_model_dir, module, inputs, labels, reference):
+    """Scores the SavedModel on the whole test split and times its batch-1 latency."""
+    import tensorflow as tf
+
     loaded = tf.saved_model.load(saved_model_dir)  # keep a reference: .serve alone loses its variables
 
     def serve(batch):  # Keras' endpoint takes the model's input structure: one tensor, or the dict
         return loaded.serve(tf.nest.map_structure(tf.constant, feed(batch)))
 
+    count = len(next(iter(inputs.values())))
     outputs = np.concatenate(
         [np.asarray(serve({k: v[i : i + 256] for k, v in inputs.items()})) for i in range(0, count, 256)]
     )
     latency, p90 = litert.median_latency_ms(serve, first(inputs))
-    formats["saved_model"] = {
+    return {
         **module.score(outputs, labels),
         "latency_ms": latency,
         "latency_p90_ms": p90,
         "size_bytes": litert.size_bytes(saved_model_dir),
         "max_abs_diff": float(np.max(np.abs(outputs - reference))),
     }
-    for name in litert_formats(module):
-        formats[name] = litert_format(run_dir, module, name, saved_model_dir, inputs, calibration, labels, reference,
-                                      (threads,))  # fmt: skip
-    return formats
 
 
 def litert_format(run_dir, module, name, saved_model_dir, inputs, calibration, labels, reference, threads=(2,)):

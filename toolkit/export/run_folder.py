@@ -64,3 +64,19 @@ def write_atomic(path, data):
         if os.path.exists(tmp):
             os.remove(tmp)
         raise
+
+
+LABELS_FILE = "labels.txt"
+
+
+def write_labels(run_dir, class_names):
+    """labels.txt: one class name per line, in the model's output order (what predict reads back)."""
+    write_atomic(os.path.join(run_dir, LABELS_FILE), "\n".join(class_names) + "\n")
+
+
+def read_labels(run_dir, recipe):
+    path = os.path.join(run_dir, LABELS_FILE)
+    if not os.path.isfile(path):
+        raise ToolkitError(f"{path} not found: is {run_dir} a finished {recipe} run?")
+    with open(path) as f:
+        return [line.strip() for line in f if line.strip()]

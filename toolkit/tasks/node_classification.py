@@ -21,10 +21,7 @@ METRIC = "accuracy"
 def build(backbone="gcn", num_nodes=34, num_features=8, num_classes=2, head_dropout=0.5, **backbone_options):
     if num_classes < 2:
         raise ToolkitError(f"node classification needs at least 2 classes, got {num_classes}")
-    if backbones.entry(backbone).kind != "graph":
-        raise ToolkitError(
-            f"backbone {backbone!r} is not a graph backbone; graph: {', '.join(backbones.names('graph'))}"
-        )
+    backbones.require_kind(backbone, "graph")
     feature_model = backbones.get(backbone, (num_nodes, num_features), **backbone_options)
     inputs = {
         "features": keras.Input((num_nodes, num_features), name="features"),

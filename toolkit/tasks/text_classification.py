@@ -25,7 +25,7 @@ def build(
     """token ids (B, T) -> backbone (a nested model named after it) -> pooled -> probabilities."""
     if num_classes < 2:
         raise ToolkitError(f"text classification needs at least 2 classes, got {num_classes}")
-    check_backbone(backbone)
+    backbones.require_kind(backbone, "text")
     feature_model = backbones.get(backbone, (sequence_length,), vocabulary_size=vocabulary_size, **backbone_options)
     if len(feature_model.inputs) != 1:
         raise ToolkitError(
@@ -34,13 +34,6 @@ def build(
     tokens = keras.Input((sequence_length,), dtype="int32", name="tokens")
     outputs = probabilities_head(feature_model(tokens)["pooled"], num_classes, head_dropout)
     return keras.Model(tokens, outputs, name="text_classifier")
-
-
-def check_backbone(name):
-    if backbones.entry(name).kind != "text":
-        raise ToolkitError(
-            f"backbone {name!r} is not a text backbone; text backbones: {', '.join(backbones.names('text'))}"
-        )
 
 
 def compile(model, learning_rate=2e-3, total_steps=1000, weight_decay=0.05):
