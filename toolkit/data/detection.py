@@ -1,0 +1,449 @@
+"""Object-detection data: one shape for every source, one tf.data pipeline for every recipe.
+
+Sources: `scenes[:FOLDER]` (Fashion Scenes composed from local Fashion-MNIST files, see
+toolkit.data.scenes), `tfds:NAME` (any prepared TFDS detection dataset with `image`,
+`objects/bbox` and `objects/label`), `coco:ANNOTATIONS.json[,images=FOLDER]` (a COCO-format json
+and its image folder) and `from_arrays` for the Python API. Each split is an unbatched tf.data
+dataset of dicts {"image": uint8 (H, W, C), "boxes": float32 (n, 4) xyxy in absolute pixels,
+"classes": int32 (n,)}, n >= 0, plus "segmentation_mask" and "instance_mask" (H, W, 1) uint8 where
+the source has them (scenes). Validation is carved from train when a source has none.
+
+Bad boxes in user data (COCO json, arrays) are treated the same way everywhere:
+- a box partly outside its image is clipped to the image;
+- a box entirely outside, degenerate (width or height under 1 pixel after clipping) or with a
+  non-finite value is an error naming the file, the annotation (or image and box index) and the value;
+- an unknown category id (or class out of range) is an error naming the annotation and the id;
+- an image without annotations is kept as a negative example (n = 0);
+- COCO "crowd" annotations (iscrowd=1) are skipped, as COCO's evaluation ignores them;
+- a missing or unreadable image file, malformed json or a missing key is an error naming it.
+"""
+
+import dataclasses
+import json
+import math
+import os
+
+import numpy as np
+import tensorflow as tf
+
+from toolkit.data import images as image_data
+from toolkit.data import local_tfds
+from toolkit.errors import ToolkitError, choose
+
+AUTOTUNE = tf.data.AUTOTUNE
+DEFAULT_IMAGE_SIZE = 320  # for TFDS datasets whose images vary in size, when no image_size is given
+AUGMENTATIONS = ("none", "flip", "flip_scale")
+MASK_KEYS = ("segmentation_mask", "instance_mask")
+
+
+@dataclasses.dataclass
+class DetectionData:
+    train: tf.data.Dataset
+    validation: tf.data.Dataset
+    test: tf.data.Dataset
+    class_names: list
+    image_shape: tuple
+    source: str
+    sizes: dict  # split name -> number of images
+
+    def ground_truth(self, split):
+        """The whole split as (images uint8 (N, H, W, C), [{"boxes": (n, 4) float32, "classes": (n,) int32}])."""
+        images, targets = [], []
+        for example in getattr(self, split).as_numpy_iterator():
+            images.append(example["image"])
+            targets.append({"boxes": example["boxes"], "classes": example["classes"]})
+        return np.stack(images), targets
+
+
+def load(source="scenes", data_dir=None, image_size=None, validation_fraction=0.1, test_fraction=0.1):
+    """Loads `source` (see the module docstring) as DetectionData; image_size resizes every image to
+    image_size x image_size (aspect not kept, boxes scaled with it). test_fraction is used only by
+    sources without a test split (a single COCO json)."""
+    if source == "scenes" or source.startswith("scenes:"):
+        from toolkit.data import scenes
+
+        folder = source.partition(":")[2] or None
+        builder = scenes.builder(folder, data_dir)
+        return from_builder(builder, f"scenes:{folder or scenes.fashion_mnist.DEFAULT_SOURCE}", image_size)
+    if source.startswith("tfds:"):
+        builder = local_tfds.prepared_by_name(source[5:], data_dir)
+        return from_builder(builder, source, image_size, validation_fraction)
+    if source.startswith("coco:"):
+        path, _, folder = source[5:].partition(",images=")
+        return load_coco(path, folder or None, image_size, validation_fraction, test_fraction)
+    raise ToolkitError(
+        f"unknown detection data source {source!r}; use scenes[:FOLDER], tfds:NAME or coco:FILE.json[,images=FOLDER]"
+    )
+
+
+def from_builder(builder, source, image_size=None, validation_fraction=0.1):
+    """DetectionData from a prepared TFDS builder in the standard detection layout."""
+    name = builder.info.name
+    features = builder.info.features
+    objects = features["objects"] if "objects" in features else {}  # noqa: SIM401 (FeaturesDict has no .get)
+    if "image" not in features or "bbox" not in objects or "label" not in objects:
+        raise ToolkitError(f"TFDS dataset {name!r} has no image and objects/bbox, objects/label: not detection")
+    splits = set(builder.info.splits)
+    if "train" not in splits or "test" not in splits:
+        raise ToolkitError(f"TFDS dataset {name!r} needs train and test splits, has {sorted(splits)}")
+    wanted = {"train": "train", "validation": "validation", "test": "test"}
+    if "validation" not in splits:
+        percent = round(100 * (1 - validation_fraction))
+        wanted.update(train=f"train[:{percent}%]", validation=f"train[{percent}%:]")
+    masks = [key for key in MASK_KEYS if key in features]
+
+    def convert(example):
+        image = example["image"]
+        size = tf.cast(tf.shape(image)[:2], tf.float32)
+        ymin, xmin, ymax, xmax = tf.unstack(tf.reshape(example["objects"]["bbox"], (-1, 4)), axis=1)
+        boxes = tf.stack([xmin * size[1], ymin * size[0], xmax * size[1], ymax * size[0]], axis=1)
+        out = {"image": image, "boxes": boxes, "classes": tf.cast(example["objects"]["label"], tf.int32)}
+        out.update({key: example[key] for key in masks})
+        return out
+
+    ds = {k: builder.as_dataset(split=s).map(convert, num_parallel_calls=AUTOTUNE) for k, s in wanted.items()}
+    sizes = {k: int(builder.info.splits[s].num_examples) for k, s in wanted.items()}
+    shape = tuple(features["image"].shape)
+    if image_size is None and None in shape[:2]:
+        image_size = DEFAULT_IMAGE_SIZE
+    data = DetectionData(ds["train"], ds["validation"], ds["test"], list(objects["label"].names), shape, source, sizes)
+    return resized(data, image_size) if image_size and tuple(shape[:2]) != (image_size, image_size) else data
+
+
+def resized(data, image_size):
+    """Resizes every split to image_size x image_size (aspect not kept); boxes scale with the image,
+    masks are resized with nearest-neighbour so they keep their ids."""
+
+    def resize(example):
+        example = dict(example)
+        size = tf.cast(tf.shape(example["image"])[:2], tf.float32)
+        image = tf.image.resize(example["image"], (image_size, image_size), antialias=True)
+        example["image"] = tf.cast(tf.clip_by_value(tf.round(image), 0, 255), tf.uint8)
+        scale = tf.stack([image_size / size[1], image_size / size[0]] * 2)
+        example["boxes"] = example["boxes"] * scale
+        for key in MASK_KEYS:
+            if key in example:
+                example[key] = tf.image.resize(example[key], (image_size, image_size), method="nearest")
+        return example
+
+    return dataclasses.replace(
+        data,
+        train=data.train.map(resize, num_parallel_calls=AUTOTUNE),
+        validation=data.validation.map(resize, num_parallel_calls=AUTOTUNE),
+        test=data.test.map(resize, num_parallel_calls=AUTOTUNE),
+        image_shape=(image_size, image_size, data.image_shape[2]),
+    )
+
+
+def check_boxes(boxes, width, height, where):
+    """Clips xyxy pixel boxes to the width x height image; `where(j)` names box j in errors.
+
+    Refuses non-finite values, boxes entirely outside the image and degenerate boxes (width or
+    height under 1 pixel after clipping)."""
+    boxes = np.asarray(boxes, np.float64).reshape(-1, 4)
+    for j, box in enumerate(boxes):
+        if not np.isfinite(box).all():
+            raise ToolkitError(f"{where(j)}: box {_show(box)} has a non-finite value")
+        if box[2] <= 0 or box[3] <= 0 or box[0] >= width or box[1] >= height:
+            raise ToolkitError(f"{where(j)}: box {_show(box)} (x1, y1, x2, y2) lies outside the {width}x{height} image")
+    clipped = np.clip(boxes, 0, [width, height, width, height])
+    for j, (box, clip) in enumerate(zip(boxes, clipped)):
+        if clip[2] - clip[0] < 1 or clip[3] - clip[1] < 1:
+            raise ToolkitError(
+                f"{where(j)}: box {_show(box)} (x1, y1, x2, y2) is degenerate "
+                f"(width or height under 1 pixel inside the {width}x{height} image)"
+            )
+    return clipped.astype(np.float32)
+
+
+def _show(box):
+    return "[" + ", ".join(f"{v:g}" for v in box) + "]"
+
+
+def from_arrays(
+    images, boxes_list, classes_list, class_names, validation_fraction=0.1, test_fraction=0.1, name="arrays"
+):
+    """Validates in-memory data and splits it deterministically into train/validation/test.
+
+    images: (N, H, W, C) (or (N, H, W)) raw pixels 0..255; boxes_list: N arrays (n_i, 4) xyxy in
+    absolute pixels; classes_list: N arrays (n_i,) of ids into class_names."""
+    images, _ = image_data.check_arrays(images, np.zeros(len(images), np.int64))
+    if len(boxes_list) != len(images) or len(classes_list) != len(images):
+        raise ToolkitError(
+            f"{len(images)} images need as many box and class arrays, got {len(boxes_list)} and {len(classes_list)}"
+        )
+    height, width = images.shape[1:3]
+    boxes_out, classes_out = [], []
+    for i, (boxes, classes) in enumerate(zip(boxes_list, classes_list)):
+        boxes = np.asarray(boxes, np.float64)
+        classes = np.asarray(classes).reshape(-1)
+        if boxes.size == 0:
+            boxes = boxes.reshape(0, 4)
+        if boxes.ndim != 2 or boxes.shape[1] != 4 or len(boxes) != len(classes):
+            raise ToolkitError(f"image {i}: boxes must be (n, 4) with n classes, got {boxes.shape} and {classes.shape}")
+        if not np.issubdtype(classes.dtype, np.integer) and len(classes):
+            raise ToolkitError(f"image {i}: classes must be integers, got dtype {classes.dtype}")
+        bad = np.flatnonzero((classes < 0) | (classes >= len(class_names)))
+        if bad.size:
+            raise ToolkitError(f"image {i} box {bad[0]}: class {classes[bad[0]]} is outside 0..{len(class_names) - 1}")
+        boxes_out.append(check_boxes(boxes, width, height, lambda j, i=i: f"image {i} box {j}"))
+        classes_out.append(classes.astype(np.int32))
+    splits = image_data._split_indices(len(images), validation_fraction, test_fraction)
+    ds = {
+        k: _objects_dataset(images[idx], [boxes_out[i] for i in idx], [classes_out[i] for i in idx])
+        for k, idx in splits.items()
+    }
+    return DetectionData(
+        ds["train"], ds["validation"], ds["test"], list(class_names), images.shape[1:], name,
+        {k: len(idx) for k, idx in splits.items()},
+    )  # fmt: skip
+
+
+def _objects_dataset(first, boxes_list, classes_list, decode=None):
+    """Unbatched dicts from images (or file names with `decode`) and per-image box/class arrays."""
+    lengths = [len(b) for b in boxes_list]
+    boxes = tf.RaggedTensor.from_row_lengths(
+        np.concatenate(boxes_list or [np.zeros((0, 4))]).astype(np.float32), lengths
+    )
+    classes = tf.RaggedTensor.from_row_lengths(np.concatenate(classes_list or [np.zeros(0)]).astype(np.int32), lengths)
+
+    def element(image, boxes, classes):
+        image = decode(image) if decode else image
+        return {"image": image, "boxes": tf.reshape(boxes, (-1, 4)), "classes": tf.reshape(classes, (-1,))}
+
+    return tf.data.Dataset.from_tensor_slices((first, boxes, classes)).map(element, num_parallel_calls=AUTOTUNE)
+
+
+def load_coco(path, images_folder=None, image_size=None, validation_fraction=0.1, test_fraction=0.1):
+    """A COCO-format json (images, annotations, categories; bbox = [x, y, width, height] in pixels)
+    and its image folder (default: the json's folder). Category ids map to contiguous class ids in
+    id order. Images are read lazily; each is opened once here so that a bad one is named now.
+    All images must share one size unless image_size is given. The one json is split
+    deterministically into train/validation/test."""
+    from PIL import Image
+
+    coco = _read_json(path)
+    images_folder = images_folder or os.path.dirname(os.path.abspath(path))
+    for key in ("images", "annotations", "categories"):
+        if not isinstance(coco.get(key), list):
+            raise ToolkitError(f"{path}: no '{key}' list (a COCO json holds images, annotations and categories)")
+    categories = sorted((_field(path, c, "id", "category", i), _field(path, c, "name", "category", i))
+                        for i, c in enumerate(coco["categories"]))  # fmt: skip
+    if not categories:
+        raise ToolkitError(f"{path}: 'categories' is empty")
+    class_of = {cat_id: k for k, (cat_id, _) in enumerate(categories)}
+    records, by_id = [], {}
+    for i, entry in enumerate(coco["images"]):
+        image_id, file_name = _field(path, entry, "id", "image", i), _field(path, entry, "file_name", "image", i)
+        if image_id in by_id:
+            raise ToolkitError(f"{path}: image id {image_id} appears twice")
+        file = os.path.join(images_folder, file_name)
+        if not os.path.isfile(file):
+            raise ToolkitError(f"{path}: image file {file} (image id {image_id}) does not exist")
+        image_data.check_image_file(file)
+        with Image.open(file) as im:
+            width, height, mode = im.width, im.height, im.mode
+        stated = (entry.get("width", width), entry.get("height", height))
+        if stated != (width, height):
+            raise ToolkitError(
+                f"{path}: image id {image_id} says {stated[0]}x{stated[1]} but {file} is {width}x{height}"
+            )
+        by_id[image_id] = len(records)
+        records.append({"file": file, "size": (width, height), "mode": mode, "boxes": [], "classes": []})
+    for i, ann in enumerate(coco["annotations"]):
+        ann_id = _field(path, ann, "id", "annotation", i)
+        image_id, cat_id = (
+            _field(path, ann, "image_id", "annotation", i),
+            _field(path, ann, "category_id", "annotation", i),
+        )
+        bbox = _field(path, ann, "bbox", "annotation", i)
+        if ann.get("iscrowd", 0):
+            continue
+        if image_id not in by_id:
+            raise ToolkitError(
+                f"{path}: annotation id {ann_id} refers to image id {image_id}, which is not in 'images'"
+            )
+        if cat_id not in class_of:
+            raise ToolkitError(f"{path}: annotation id {ann_id} has category id {cat_id}, which is not in 'categories'")
+        if not isinstance(bbox, list) or len(bbox) != 4 or not all(isinstance(v, (int, float)) for v in bbox):
+            raise ToolkitError(f"{path}: annotation id {ann_id} bbox {bbox!r} is not [x, y, width, height]")
+        x, y, w, h = (float(v) for v in bbox)
+        record = records[by_id[image_id]]
+        where = lambda _, ann_id=ann_id: f"{path}: annotation id {ann_id}"
+        if not all(map(math.isfinite, (x, y, w, h))):
+            raise ToolkitError(f"{where(0)}: bbox {bbox} has a non-finite value")
+        if w < 1 or h < 1:
+            raise ToolkitError(f"{where(0)}: bbox {bbox} is degenerate (width or height under 1 pixel)")
+        record["boxes"].append(check_boxes([x, y, x + w, y + h], *record["size"], where)[0])
+        record["classes"].append(class_of[cat_id])
+    if not records:
+        raise ToolkitError(f"{path}: 'images' is empty")
+    sizes = {r["size"] for r in records}
+    if image_size is None and len(sizes) > 1:
+        a, b = sorted(sizes)[:2]
+        raise ToolkitError(f"{path}: images differ in size ({a[0]}x{a[1]}, {b[0]}x{b[1]}, ...); pass image_size")
+    channels = 1 if all(r["mode"] in ("1", "L", "LA", "I", "I;16", "F") for r in records) else 3
+    width, height = sizes.pop() if image_size is None else (image_size, image_size)
+
+    def decode(file):
+        image = tf.io.decode_image(tf.io.read_file(file), channels=channels, dtype=tf.uint8, expand_animations=False)
+        image.set_shape((None, None, channels))
+        if image_size:
+            image = tf.image.resize(image, (image_size, image_size), antialias=True)
+            image = tf.cast(tf.clip_by_value(tf.round(image), 0, 255), tf.uint8)
+        return tf.ensure_shape(image, (height, width, channels))
+
+    for r in records:
+        r["boxes"] = np.asarray(r["boxes"], np.float32).reshape(-1, 4)
+        if image_size:
+            r["boxes"] *= np.asarray([image_size / r["size"][0], image_size / r["size"][1]] * 2, np.float32)
+    records.sort(key=lambda r: r["file"])
+    splits = image_data._split_indices(len(records), validation_fraction, test_fraction)
+    ds = {
+        k: _objects_dataset(
+            [records[i]["file"] for i in idx],
+            [records[i]["boxes"] for i in idx],
+            [np.asarray(records[i]["classes"], np.int32) for i in idx],
+            decode,
+        )
+        for k, idx in splits.items()
+    }
+    return DetectionData(
+        ds["train"], ds["validation"], ds["test"], [name for _, name in categories], (height, width, channels),
+        f"coco:{path}", {k: len(idx) for k, idx in splits.items()},
+    )  # fmt: skip
+
+
+def _read_json(path):
+    try:
+        with open(path, encoding="utf-8") as f:
+            return json.load(f)
+    except FileNotFoundError:
+        raise ToolkitError(f"COCO annotation file {path} does not exist") from None
+    except json.JSONDecodeError as e:
+        raise ToolkitError(f"{path}: not valid JSON (line {e.lineno}, column {e.colno}: {e.msg})") from None
+    except (OSError, UnicodeDecodeError) as e:
+        raise ToolkitError(f"{path}: cannot read ({e})") from None
+
+
+def _field(path, entry, key, kind, index):
+    if not isinstance(entry, dict) or key not in entry:
+        name = f"id {entry['id']}" if isinstance(entry, dict) and "id" in entry else f"#{index}"
+        raise ToolkitError(f"{path}: {kind} {name} has no '{key}'")
+    return entry[key]
+
+
+class BoxAugmentation:
+    """Box-aware augmentation of a batch dict {"images", "boxes", "classes", [*_mask]} inside tf.data.
+
+    Built from Keras 3's preprocessing layers with bounding_box_format="xyxy", run on TensorFlow ops
+    inside tf.data on every backend (see _run_layer). flip_scale runs flip, zoom out, shift, zoom in,
+    in that order so that every box stays tight: the layers clip boxes to the image after each step
+    (keras/src/layers/preprocessing/image_preprocessing/random_zoom.py, get_clipped_bbox), and a box
+    cut at the border would be left loose if a later step moved the cut edge inward. Zooming out
+    never cuts; a shift or a zoom in only moves a cut edge further out. Masks move with the image
+    (nearest-neighbour, as the layers do for "segmentation_masks")."""
+
+    def __init__(self, name, image_size=None, seed=0):
+        import keras
+
+        self.name, self.image_size = choose("augmentation", name, AUGMENTATIONS), image_size
+        self.layers = []
+        if name in ("flip", "flip_scale"):
+            self.layers.append(keras.layers.RandomFlip("horizontal", bounding_box_format="xyxy", seed=seed))
+        if name == "flip_scale":
+            box = {"bounding_box_format": "xyxy", "fill_mode": "constant"}
+            self.layers += [
+                keras.layers.RandomZoom((0.0, 0.3), seed=seed + 1, **box),  # out: objects down to 1/1.3
+                keras.layers.RandomTranslation(0.1, 0.1, seed=seed + 2, **box),
+                keras.layers.RandomZoom((-0.4, 0.0), seed=seed + 3, **box),  # in: up to 1/0.6, crops
+            ]
+
+    def __call__(self, batch):
+        if self.image_size is not None and tuple(batch["images"].shape[1:3]) != (self.image_size, self.image_size):
+            raise ToolkitError(
+                f"augmentation built for {self.image_size}x{self.image_size} images got {batch['images'].shape[1:3]}"
+            )
+        if not self.layers:
+            return batch
+        keys = [key for key in MASK_KEYS if key in batch]
+        images, boxes, classes = batch["images"], batch["boxes"], batch["classes"]
+        masks = tf.concat([tf.cast(batch[key], tf.float32) for key in keys], axis=-1) if keys else None
+        for layer in self.layers:
+            images, boxes, classes, masks = _run_layer(layer, images, boxes, classes, masks)
+        out = dict(batch, images=images, boxes=boxes, classes=tf.cast(classes, tf.int32))
+        for k, key in enumerate(keys):
+            out[key] = tf.cast(tf.round(masks[..., k : k + 1]), batch[key].dtype)
+        return out
+
+
+def _run_layer(layer, images, boxes, classes, masks):
+    """One Keras layer, one random transformation, applied to images, masks and boxes alike.
+
+    We run the layer's public steps ourselves instead of `layer({"images", "bounding_boxes",
+    "segmentation_masks"})`: in Keras 3.15, BaseImagePreprocessingLayer.call transforms the boxes
+    before the masks and every transform_bounding_boxes ends with self.backend.reset()
+    (image_preprocessing/random_flip.py:184, random_zoom.py:297, random_translation.py:271), so inside
+    tf.data on the jax and torch backends the masks then meet jax/torch ops and fail. Here the masks
+    go first, on the TensorFlow backend, as DataLayer.__call__ (data_layer.py:107) sets it in tf.data."""
+    layer.backend.set_backend("tensorflow")
+    try:
+        transformation = layer.get_random_transformation({"images": images}, training=True)
+        if masks is not None:
+            masks = layer.transform_segmentation_masks(masks, transformation, training=True)
+        images = layer.transform_images(images, transformation, training=True)
+        boxes = layer.transform_bounding_boxes({"boxes": boxes, "labels": classes}, transformation, training=True)
+    finally:
+        layer.backend.reset()
+    return images, boxes["boxes"], boxes["labels"], masks
+
+
+def augmentation(name, image_size=None, seed=0):
+    """Box-aware augmentation for `batches`: none, flip (horizontal), flip_scale (horizontal flip,
+    zoom out to 1/1.3, shift up to 10%, zoom in up to 1/0.6 with cropping). image_size, when given,
+    is checked against the batches it meets."""
+    return BoxAugmentation(name, image_size, seed)
+
+
+def drop_degenerate(boxes, classes):
+    """Padding and boxes under 1 pixel wide or high (after clipping) get class -1 and a zero box."""
+    valid = (classes >= 0) & (boxes[..., 2] - boxes[..., 0] >= 1) & (boxes[..., 3] - boxes[..., 1] >= 1)
+    valid &= tf.reduce_all(tf.math.is_finite(boxes), axis=-1)
+    return tf.where(valid[..., None], boxes, 0.0), tf.where(valid, classes, -1)
+
+
+def batches(dataset, batch_size, max_objects=16, shuffle=False, augment=None, seed=0, shuffle_buffer=10_000):
+    """Shuffles (train only), pads objects, batches, augments per batch, prefetches.
+
+    Yields (images float32 (B, H, W, C) raw 0..255, {"boxes": (B, max_objects, 4) float32 xyxy
+    pixels, "classes": (B, max_objects) int32}) plus every mask the dataset has ((B, H, W, 1)
+    uint8) in the targets. Rows without an object have class -1 and a zero box; they can sit
+    anywhere (augmentation drops boxes in place). An image with more than max_objects objects keeps
+    its first max_objects. augment: None, a name (see `augmentation`) or an `augmentation(...)`."""
+    if isinstance(augment, str):
+        augment = augmentation(augment, seed=seed)
+    masks = [key for key in MASK_KEYS if key in dataset.element_spec]
+    if shuffle:
+        dataset = dataset.shuffle(shuffle_buffer, seed=seed, reshuffle_each_iteration=True)
+
+    def pad(example):
+        boxes, classes = example["boxes"][:max_objects], example["classes"][:max_objects]
+        missing = max_objects - tf.shape(classes)[0]
+        out = {
+            "images": tf.cast(example["image"], tf.float32),
+            "boxes": tf.ensure_shape(tf.pad(boxes, [[0, missing], [0, 0]]), (max_objects, 4)),
+            "classes": tf.ensure_shape(tf.pad(classes, [[0, missing]], constant_values=-1), (max_objects,)),
+        }
+        out.update({key: example[key] for key in masks})
+        return out
+
+    def finish(batch):
+        if augment is not None:
+            batch = augment(batch)
+        boxes, classes = drop_degenerate(batch["boxes"], batch["classes"])
+        targets = {"boxes": boxes, "classes": classes}
+        targets.update({key: batch[key] for key in masks})
+        return batch["images"], targets
+
+    dataset = dataset.map(pad, num_parallel_calls=AUTOTUNE).batch(batch_size)
+    return dataset.map(finish, num_parallel_calls=AUTOTUNE).prefetch(AUTOTUNE)
