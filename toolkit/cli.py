@@ -9,7 +9,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")  # keep TensorFlow's C++ star
 from toolkit.errors import ToolkitError, choose  # noqa: E402
 from toolkit.recipe import ArgumentParser, positive_int  # noqa: E402
 
-RECIPES = ("classification", "sentiment", "node_classification")
+RECIPES = ("classification", "sentiment", "node_classification", "detection")
 USAGE = """usage: toolkit COMMAND ...
 
 commands:
@@ -18,6 +18,7 @@ commands:
   run RECIPE [options]                        train, export and verify a recipe (toolkit run RECIPE --help)
   predict classification IMAGE... [--run DIR] [--format F]
   predict sentiment "TEXT"... [--run DIR] [--format F]   predict with a finished run
+  predict detection IMAGE... [--run DIR] [--format F]    boxes, drawn to IMAGE.detections.png
   benchmark RUN_DIR... | --all [--formats F,...] [--threads 1,2] [--floor POINTS]
                                               every export format: status, size, metric, latency
 """
@@ -61,6 +62,7 @@ PREDICT = {
     # recipe: (what the inputs are, default format, function name in toolkit.predict)
     "classification": ("image files", "tflite_int8", "predict_classification"),
     "sentiment": ("texts (quote each one)", "tflite_dynamic", "predict_sentiment"),
+    "detection": ("image files (each drawn to FILE.detections.png)", "tflite_int8", "predict_detection"),
 }
 
 
@@ -76,8 +78,8 @@ def cmd_predict(argv):
     args = p.parse_args(argv[1:])
     from toolkit import predict
 
-    for item, label, probability in getattr(predict, function)(args.run, args.inputs, args.format):
-        print(f"{item}\t{label}\t{probability:.3f}")
+    for row in getattr(predict, function)(args.run, args.inputs, args.format):
+        print("\t".join(f"{v:.3f}" if isinstance(v, float) else str(v) for v in row))
     return 0
 
 

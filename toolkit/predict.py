@@ -1,5 +1,6 @@
 """Predictions from a finished run folder, on the user's own files, with any exported format."""
 
+import io
 import os
 
 import numpy as np
@@ -24,8 +25,10 @@ def load_run_model(run_dir, fmt):
     if fmt == "keras":
         import keras
 
+        from toolkit.export.pipeline import keras_outputs
+
         model = keras.saving.load_model(path, safe_mode=True)
-        return (lambda x: np.asarray(model.predict(x, verbose=0))), tuple(model.input_shape[1:])
+        return (lambda x: keras_outputs(model, x)), tuple(model.input_shape[1:])
     from toolkit.export.litert import LiteRTModel
 
     runtime = LiteRTModel(path)
@@ -80,3 +83,42 @@ class SentimentPredictor:
 
 def predict_sentiment(run_dir, texts, fmt="tflite_dynamic"):
     return SentimentPredictor(run_dir, fmt)(texts)
+
+
+def predict_detection(run_dir, files, fmt="tflite_int8", min_score=0.3, output_dir=None):
+    """Detections on the user's images, each drawn to FILE.detections.png (in output_dir, or beside
+    the image). Rows: (file, class name, score, "x1,y1,x2,y2" in the original image's pixels) per
+    detection, then (file, "wrote PATH") for its drawing."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from PIL import Image
+
+    from toolkit.export.report import draw_detections
+    from toolkit.export.run_folder import write_atomic
+
+    labels = read_labels(run_dir, "detection")
+    model, shape = load_run_model(run_dir, fmt)
+    rows = []
+    for path in files:
+        image = read_image(path, shape)
+        with Image.open(path) as original:
+            scale = np.array([original.width / shape[1], original.height / shape[0]] * 2)
+        outputs = model(image[None].astype(np.float32))
+        n = int(outputs["num_detections"][0])
+        found = {k: np.asarray(outputs[k][0][:n]) for k in ("boxes", "scores", "classes")}
+        keep = found["scores"] >= min_score
+        found = {k: v[keep] for k, v in found.items()}
+        for box, score, cls in zip(found["boxes"], found["scores"], found["classes"]):
+            rows.append((path, labels[int(cls)], float(score), ",".join(f"{v:.1f}" for v in box * scale)))
+        fig, ax = plt.subplots(figsize=(5, 5))
+        draw_detections(ax, image, found, labels, min_score=min_score)
+        stem = os.path.splitext(os.path.basename(path))[0] + ".detections.png"
+        target = os.path.join(output_dir or os.path.dirname(os.path.abspath(path)), stem)
+        buffer = io.BytesIO()
+        fig.savefig(buffer, format="png", dpi=110, bbox_inches="tight")
+        plt.close(fig)
+        write_atomic(target, buffer.getvalue())
+        rows.append((path, f"wrote {target}"))
+    return rows

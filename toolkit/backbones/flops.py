@@ -39,6 +39,10 @@ def _layer_flops(layer):
     if isinstance(layer, keras.layers.DepthwiseConv2D):
         kh, kw = layer.kernel_size
         return 2 * math.prod(out_shape[1:]) * kh * kw
+    if isinstance(layer, keras.layers.SeparableConv2D):  # depthwise k x k, then pointwise 1 x 1
+        kh, kw = layer.kernel_size
+        cin = in_shape[-1]
+        return 2 * math.prod(out_shape[1:3]) * cin * (kh * kw * layer.depth_multiplier + out_shape[-1])
     if isinstance(layer, keras.layers.Conv2D):
         kh, kw = layer.kernel_size
         cin = in_shape[-1] // layer.groups

@@ -25,11 +25,15 @@ def export_saved_model(model, path):
 QUANTIZATIONS = ("fp32", "fp16", "dynamic", "int8", "int8io")
 
 
-def convert(saved_model_dir, quantization="fp32", calibration_inputs=None):
+def convert(saved_model_dir, quantization="fp32", calibration_inputs=None, float_layers=()):
     """SavedModel -> .tflite bytes: fp32; fp16 (float16 weights); dynamic-range ("dynamic": int8
     weights, float activations); full-integer "int8" with float I/O; or "int8io", full-integer with
     int8 float-tensor inputs and outputs (what edge accelerators need; scales in `io_quantization`).
     The integer ones are calibrated on samples from the training split.
+
+    float_layers: names of Keras layers that integer files keep in float (a detector's box decoding
+    and NMS: coordinates need sub-pixel steps and IoU divides); the rest is int8. This uses TFLite's
+    selective quantization (QuantizationDebugger with denylisted nodes), still builtin ops only.
 
     Builtin ops only (no Select TF ops), so the stock ai-edge-litert interpreter runs the file.
     """
@@ -63,6 +67,8 @@ def convert(saved_model_dir, quantization="fp32", calibration_inputs=None):
         if quantization == "int8io":  # float inputs/outputs become int8 (integer token ids stay int32)
             converter.inference_input_type = tf.int8
             converter.inference_output_type = tf.int8
+        if float_layers:
+            return _selectively_quantized(converter, saved_model_dir, float_layers, quantization)
     elif quantization != "fp32":
         raise ToolkitError(f"unknown quantization {quantization!r}; valid: {', '.join(QUANTIZATIONS)}")
     try:
@@ -71,6 +77,29 @@ def convert(saved_model_dir, quantization="fp32", calibration_inputs=None):
         raise ToolkitError(
             f"LiteRT {quantization} conversion with builtin ops only failed: {_explain(str(e))}"
         ) from None
+
+
+def _selectively_quantized(converter, saved_model_dir, float_layers, quantization):
+    """Quantizes everything but the ops of `float_layers` (found by layer name in the fp32 file's tensors)."""
+    import tensorflow as tf
+    from ai_edge_litert.interpreter import Interpreter
+
+    interpreter = Interpreter(model_content=convert(saved_model_dir, "fp32"))
+    tensors = {interpreter._get_tensor_details(i, 0)["name"] for op in interpreter._get_ops_details()
+               for i in op["outputs"]}  # fmt: skip
+    denied = sorted(t for t in tensors if any(f"/{layer}" in t for layer in float_layers))
+    if not denied:
+        raise ToolkitError(f"no tensors of layers {', '.join(float_layers)} found in the model to keep in float")
+    converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8, tf.lite.OpsSet.TFLITE_BUILTINS]
+    debugger = tf.lite.experimental.QuantizationDebugger(
+        converter=converter,
+        debug_dataset=getattr(converter.representative_dataset, "input_gen", converter.representative_dataset),
+        debug_options=tf.lite.experimental.QuantizationDebugOptions(denylisted_nodes=denied),
+    )
+    try:
+        return debugger.get_nondebug_quantized_model()
+    except Exception as e:
+        raise ToolkitError(f"LiteRT {quantization} conversion with builtin ops only failed: {_explain(str(e))}") from None
 
 
 def _explain(message):

@@ -60,7 +60,27 @@ def first(inputs, n=1):
 
 
 def keras_outputs(model, inputs, batch_size=256):
-    return np.asarray(model.predict(feed(as_inputs(model, inputs)), batch_size=batch_size, verbose=0))
+    """One array, or a dict of arrays by output name for multi-output models (a detector's boxes, scores...)."""
+    outputs = model.predict(feed(as_inputs(model, inputs)), batch_size=batch_size, verbose=0)
+    return {k: np.asarray(v) for k, v in outputs.items()} if isinstance(outputs, dict) else np.asarray(outputs)
+
+
+def concatenate(batches):
+    if isinstance(batches[0], dict):
+        return {k: np.concatenate([np.asarray(b[k]) for b in batches]) for k in batches[0]}
+    return np.concatenate([np.asarray(b) for b in batches])
+
+
+def max_abs_diff(outputs, reference):
+    """Largest absolute difference over every output (both one array, or both dicts by name)."""
+    if isinstance(reference, dict):
+        return max(max_abs_diff(outputs[k], v) for k, v in reference.items())
+    return float(np.max(np.abs(np.asarray(outputs, np.float64) - np.asarray(reference, np.float64))))
+
+
+def all_finite(outputs):
+    values = outputs.values() if isinstance(outputs, dict) else [outputs]
+    return all(np.isfinite(np.asarray(v, np.float64)).all() for v in values)
 
 
 def finish_run(run_dir, model, task, test_inputs, test_labels, calibration_inputs, threads=2):
@@ -84,7 +104,8 @@ def finish_run(run_dir, model, task, test_inputs, test_labels, calibration_input
     np.savez(
         os.path.join(run_dir, VERIFY_FILE),
         labels=test_labels,
-        keras_outputs=outputs,
+        **({f"keras_outputs__{k}": v for k, v in outputs.items()} if isinstance(outputs, dict)
+           else {"keras_outputs": outputs}),
         **{f"input__{k}": _compact(v) for k, v in test_inputs.items()},
         **{f"calibration__{k}": _compact(v) for k, v in calibration_inputs.items()},
     )
@@ -143,7 +164,8 @@ def load_test_data(run_dir):
     data = np.load(os.path.join(run_dir, VERIFY_FILE))
     model = keras.saving.load_model(os.path.join(run_dir, "model.keras"), safe_mode=True)
     inputs, calibration = as_inputs(model, _saved(data, "input__")), as_inputs(model, _saved(data, "calibration__"))
-    return model, inputs, calibration, data["labels"], data["keras_outputs"]
+    reference = data["keras_outputs"] if "keras_outputs" in data.files else _saved(data, "keras_outputs__")
+    return model, inputs, calibration, data["labels"], reference
 
 
 def saved_model_format(saved_model_dir, module, inputs, labels, reference):
@@ -156,26 +178,25 @@ def saved_model_format(saved_model_dir, module, inputs, labels, reference):
         return loaded.serve(tf.nest.map_structure(tf.constant, feed(batch)))
 
     count = len(next(iter(inputs.values())))
-    outputs = np.concatenate(
-        [np.asarray(serve({k: v[i : i + 256] for k, v in inputs.items()})) for i in range(0, count, 256)]
-    )
+    outputs = concatenate([serve({k: v[i : i + 256] for k, v in inputs.items()}) for i in range(0, count, 256)])
     latency, p90 = litert.median_latency_ms(serve, first(inputs))
     return {
         **module.score(outputs, labels),
         "latency_ms": latency,
         "latency_p90_ms": p90,
         "size_bytes": litert.size_bytes(saved_model_dir),
-        "max_abs_diff": float(np.max(np.abs(outputs - reference))),
+        "max_abs_diff": max_abs_diff(outputs, reference),
     }
 
 
 def litert_format(run_dir, module, name, saved_model_dir, inputs, calibration, labels, reference, threads=(2,)):
     """Converts one LiteRT format, scores it on the whole test split, times batch-1 latency per thread count."""
     path = os.path.join(run_dir, tflite_file(name))
-    write_atomic(path, litert.convert(saved_model_dir, name.split("_", 1)[1], feed(calibration)))
+    float_layers = getattr(module, "FLOAT_LAYERS", ())
+    write_atomic(path, litert.convert(saved_model_dir, name.split("_", 1)[1], feed(calibration), float_layers))
     runtime = litert.LiteRTModel(path, threads=threads[0])
-    outputs = np.asarray(runtime.predict(feed(inputs)))
-    if not np.isfinite(outputs).all():
+    outputs = runtime.predict(feed(inputs))
+    if not all_finite(outputs):
         raise ToolkitError(f"{os.path.basename(path)} gives non-finite outputs")
     by_threads = {}
     for count in threads:
@@ -187,7 +208,7 @@ def litert_format(run_dir, module, name, saved_model_dir, inputs, calibration, l
         "latency_ms": latency,
         "latency_p90_ms": p90,
         "size_bytes": litert.size_bytes(path),
-        "max_abs_diff": float(np.max(np.abs(outputs - reference))),
+        "max_abs_diff": max_abs_diff(outputs, reference),
         "threads": threads[0],
     }
     if len(threads) > 1:

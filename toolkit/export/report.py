@@ -25,7 +25,8 @@ def format_table(report):
     max abs diff against Keras, batch-1 latency and size."""
     metric, formats = report["metric"], report["formats"]
     base = formats.get("keras", {}).get(metric)
-    extra = [k for k in formats.get("keras", {}) if k not in MEASURES and k != metric]
+    keras_row = formats.get("keras", {})
+    extra = [k for k, v in keras_row.items() if k not in MEASURES and k != metric and isinstance(v, (int, float))]
     rows = [
         f"| format | {metric} | drop vs keras | {''.join(k + ' | ' for k in extra)}max abs diff "
         "| latency ms (median / p90) | size MB |",
@@ -134,4 +135,46 @@ def plot_graph(adjacency, predicted, labels, class_names, test_nodes, path):
     handles = [plt.Line2D([], [], marker="o", ls="", color=cmap(i), label=n) for i, n in enumerate(class_names)]
     fig.legend(handles=handles, loc="lower center", ncol=len(class_names))
     fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def draw_detections(ax, image, detections, class_names, ground_truth=None, min_score=0.3):
+    """One image on `ax`: true boxes dashed white, detections (score >= min_score) coloured by class."""
+    import matplotlib.pyplot as plt
+
+    cmap = plt.get_cmap("tab10")
+    ax.imshow(np.asarray(image)[..., 0] if np.asarray(image).shape[-1] == 1 else image, cmap="gray", vmin=0, vmax=255)
+    for x1, y1, x2, y2 in ground_truth["boxes"] if ground_truth else []:
+        ax.add_patch(plt.Rectangle((x1, y1), x2 - x1, y2 - y1, fill=False, ec="white", ls="--", lw=1))
+    for (x1, y1, x2, y2), score, cls in zip(detections["boxes"], detections["scores"], detections["classes"]):
+        if score < min_score:
+            continue
+        color = cmap(int(cls) % 10)
+        ax.add_patch(plt.Rectangle((x1, y1), x2 - x1, y2 - y1, fill=False, ec=color, lw=1.5))
+        ax.text(x1, y1, f"{class_names[int(cls)]} {score:.2f}", color="black", fontsize=6, va="bottom",
+                bbox={"fc": color, "ec": "none", "pad": 0.5})  # fmt: skip
+    ax.axis("off")
+
+
+def plot_detections(images, outputs, ground_truth, class_names, path, count=12, min_score=0.3):
+    """A grid of test images with true boxes (dashed white) and detections (coloured, with scores)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    count = min(count, len(images))
+    columns = min(count, 4)
+    rows = -(-count // columns)
+    fig, axes = plt.subplots(rows, columns, figsize=(3 * columns, 3 * rows), squeeze=False)
+    for i, ax in enumerate(axes.ravel()):
+        if i >= count:
+            ax.axis("off")
+            continue
+        n = int(outputs["num_detections"][i])
+        detections = {k: outputs[k][i][:n] for k in ("boxes", "scores", "classes")}
+        draw_detections(ax, images[i], detections, class_names, ground_truth[i], min_score)
+    fig.suptitle(f"test images: true boxes dashed, detections with score >= {min_score}")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
     plt.close(fig)
