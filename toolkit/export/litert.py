@@ -87,7 +87,10 @@ def _selectively_quantized(converter, saved_model_dir, float_layers, quantizatio
     interpreter = Interpreter(model_content=convert(saved_model_dir, "fp32"))
     tensors = {interpreter._get_tensor_details(i, 0)["name"] for op in interpreter._get_ops_details()
                for i in op["outputs"]}  # fmt: skip
-    denied = sorted(t for t in tensors if any(f"/{layer}" in t for layer in float_layers))
+    # A tensor belongs to layer L when a path element is L or L_<n> (the suffix TF adds on re-use);
+    # fused ops name several ops joined by ';', so search each tensor name as a whole.
+    patterns = [re.compile(rf"(^|/){re.escape(layer)}(_\d+)?/") for layer in float_layers]
+    denied = sorted(t for t in tensors if any(p.search(t) for p in patterns))
     if not denied:
         raise ToolkitError(f"no tensors of layers {', '.join(float_layers)} found in the model to keep in float")
     converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8, tf.lite.OpsSet.TFLITE_BUILTINS]
@@ -99,7 +102,9 @@ def _selectively_quantized(converter, saved_model_dir, float_layers, quantizatio
     try:
         return debugger.get_nondebug_quantized_model()
     except Exception as e:
-        raise ToolkitError(f"LiteRT {quantization} conversion with builtin ops only failed: {_explain(str(e))}") from None
+        raise ToolkitError(
+            f"LiteRT {quantization} conversion with builtin ops only failed: {_explain(str(e))}"
+        ) from None
 
 
 def _explain(message):

@@ -104,8 +104,11 @@ def finish_run(run_dir, model, task, test_inputs, test_labels, calibration_input
     np.savez(
         os.path.join(run_dir, VERIFY_FILE),
         labels=test_labels,
-        **({f"keras_outputs__{k}": v for k, v in outputs.items()} if isinstance(outputs, dict)
-           else {"keras_outputs": outputs}),
+        **(
+            {f"keras_outputs__{k}": v for k, v in outputs.items()}
+            if isinstance(outputs, dict)
+            else {"keras_outputs": outputs}
+        ),
         **{f"input__{k}": _compact(v) for k, v in test_inputs.items()},
         **{f"calibration__{k}": _compact(v) for k, v in calibration_inputs.items()},
     )
