@@ -118,11 +118,10 @@ def _explain(message):
         lines = [line.strip() for line in message.splitlines() if line.strip()]
         return "; ".join(line for line in lines if "op" in line.lower())[:500] or (lines[0] if lines else "unknown")
     parts = [f"{op} (layer {', '.join(sorted(layers)) or '?'})" for op, layers in found.items()]
-    return (
-        "these ops have no builtin LiteRT kernel: "
-        + ", ".join(parts)
-        + " (recurrent layers: build them with unroll=True and a static sequence length)"
-    )
+    hint = ""
+    if any("TensorList" in op or "While" in op for op in found):
+        hint = " (recurrent layers: build them with unroll=True and a static sequence length)"
+    return "these ops have no builtin LiteRT kernel: " + ", ".join(parts) + hint
 
 
 def _match_names(given, signature_names):
