@@ -14,6 +14,7 @@ import numpy as np
 
 from toolkit import recipe, training
 from toolkit.data import graphs
+from toolkit.errors import ToolkitError
 from toolkit.export import pipeline, report
 from toolkit.export.run_folder import write_labels
 from toolkit.tasks import node_classification as task
@@ -61,7 +62,8 @@ def baselines(data, split):
 
 def main(argv=None):
     args = parse_args(argv)
-    training.distribute(args.distribute)  # before any model or TensorFlow op
+    if args.distribute:
+        raise ToolkitError("node_classification trains on one whole graph per step: there is no batch to split")
     keras.utils.set_random_seed(args.seed)
     options = recipe.backbone_options(args.backbone_option, args.backbone)
 

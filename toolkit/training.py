@@ -278,10 +278,21 @@ def _whole_batches(dataset, devices):
 
 
 @contextlib.contextmanager
-def _distributed_fit():
+def _distributed_fit(model):
+    """Under MirroredStrategy each replica would normalise over its own slice of the batch; Keras'
+    `synchronized` batch normalisation uses the global batch's statistics, as one device does. It
+    is switched off again after training: the saved model stays loadable on every backend."""
+    synced = []
+    if _distribution.get("backend") == "tensorflow":
+        for layer in model._flatten_layers():
+            if isinstance(layer, keras.layers.BatchNormalization) and not layer.synchronized:
+                layer.synchronized = True
+                synced.append(layer)
     try:
         yield
     finally:
+        for layer in synced:
+            layer.synchronized = False
         end_distribution()
 
 
@@ -296,7 +307,7 @@ def fit(model, train, validation, epochs, run_dir, patience=3, verbose="auto", d
     resume = next(c for c in found if isinstance(c, Resume))
     if _distribution.get("backend") == "jax":
         train, validation = (_whole_batches(d, _distribution["devices"]) for d in (train, validation))
-    with _distributed_fit():
+    with _distributed_fit(model):
         model.fit(train, validation_data=validation, epochs=epochs, callbacks=found, verbose=verbose)
     if not resume.history.get("loss"):
         raise ToolkitError("training ran no epoch: the training data is empty")

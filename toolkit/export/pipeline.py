@@ -18,7 +18,7 @@ import numpy as np
 
 from toolkit.errors import ToolkitError
 from toolkit.export import litert
-from toolkit.export.run_folder import write_atomic
+from toolkit.export.run_folder import crash_point, write_atomic
 
 VERIFY_FILE = "test_data.npz"  # kept in the run folder: `toolkit benchmark` re-scores every format on it
 LITERT_FORMATS = ("tflite_fp32", "tflite_int8")  # a task module may set its own LITERT_FORMATS
@@ -69,7 +69,8 @@ def finish_run(run_dir, model, task, test_inputs, test_labels, calibration_input
     test_inputs / calibration_inputs: one array, or a dict by input name for multi-input models."""
     module = task_module(task)
     model_path = os.path.join(run_dir, "model.keras")
-    model.save(model_path)
+    model.save(model_path)  # into the run's partial folder: the old run stays whole until the swap
+    crash_point("export")
     test_inputs, calibration_inputs = as_inputs(model, test_inputs), as_inputs(model, calibration_inputs)
     outputs = keras_outputs(model, test_inputs)
     latency, p90 = litert.median_latency_ms(model.predict_on_batch, feed(first(test_inputs)))
@@ -136,12 +137,12 @@ def export_formats(run_dir, task, threads=2):
     return formats
 
 
-def load_test_data(run_dir):
+def load_test_data(run_dir, allow_unsafe=False):
     """A finished run's model and stored test split: (model, inputs, calibration, labels, Keras outputs)."""
-    import keras
+    from toolkit import saving
 
+    model = saving.load_model(os.path.join(run_dir, "model.keras"), allow_unsafe)
     data = np.load(os.path.join(run_dir, VERIFY_FILE))
-    model = keras.saving.load_model(os.path.join(run_dir, "model.keras"), safe_mode=True)
     inputs, calibration = as_inputs(model, _saved(data, "input__")), as_inputs(model, _saved(data, "calibration__"))
     return model, inputs, calibration, data["labels"], data["keras_outputs"]
 
@@ -173,6 +174,7 @@ def litert_format(run_dir, module, name, saved_model_dir, inputs, calibration, l
     """Converts one LiteRT format, scores it on the whole test split, times batch-1 latency per thread count."""
     path = os.path.join(run_dir, tflite_file(name))
     write_atomic(path, litert.convert(saved_model_dir, name.split("_", 1)[1], feed(calibration)))
+    crash_point(f"export:{name}")
     runtime = litert.LiteRTModel(path, threads=threads[0])
     outputs = np.asarray(runtime.predict(feed(inputs)))
     if not np.isfinite(outputs).all():
