@@ -68,7 +68,11 @@ def main():
         folder = os.path.join(args.work, f"fashion_x{scale}")
         data_dir = os.path.join(args.work, f"tfds_x{scale}")
         make_dataset(folder, scale)
-        prepare = [sys.executable, "-c", f"from toolkit.data import fashion_mnist; fashion_mnist.builder({folder!r}, {data_dir!r})"]
+        prepare = [
+            sys.executable,
+            "-c",
+            f"from toolkit.data import fashion_mnist; fashion_mnist.builder({folder!r}, {data_dir!r})",
+        ]
         subprocess.run(prepare, env=env, cwd=ROOT, check=True, stdout=subprocess.DEVNULL)
         command = [
             sys.executable, "-m", "toolkit.cli", "run", "classification", "--data", f"fashion_mnist:{folder}",
@@ -85,9 +89,9 @@ def main():
     ratio = rows[-1][2] / base
     body = f"""## Memory as the data grows (issue 7)
 
-Command: `python benchmarks/memory.py --scales {args.scales} --epochs {args.epochs}` ({time.strftime('%Y-%m-%d')}, {platform.machine()}, {os.cpu_count()} cores).
+Command: `python benchmarks/memory.py --scales {args.scales} --epochs {args.epochs}` ({time.strftime("%Y-%m-%d")}, {platform.machine()}, {os.cpu_count()} cores).
 Each run: `toolkit run classification --data fashion_mnist:FOLDER --epochs {args.epochs} --backbone {args.backbone}` in a fresh
-process, training split repeated {'x, '.join(str(s) for s in scales)}x (test split: the real 10,000 each time), after the
+process, training split repeated {"x, ".join(str(s) for s in scales)}x (test split: the real 10,000 each time), after the
 IDX files were converted to TFDS records in a separate process. Peak RSS is the run process's ru_maxrss (training,
 export to SavedModel and LiteRT, and verification included).
 
@@ -95,7 +99,7 @@ export to SavedModel and LiteRT, and verification included).
 
 | target | measured | met |
 |---|---|---|
-| peak RSS at {scales[-1]}x <= 1.2x the 1x run | {ratio:.2f}x | {'yes' if ratio <= 1.2 else '**no**'} |
+| peak RSS at {scales[-1]}x <= 1.2x the 1x run | {ratio:.2f}x | {"yes" if ratio <= 1.2 else "**no**"} |
 
 Why it stays flat: the splits stream from the TFDS record files (`builder.as_dataset`, files read in order)
 through a 20,000-image shuffle buffer; nothing holds a whole split in memory.

@@ -149,7 +149,9 @@ def test_a_crash_between_the_state_files_keeps_the_previous_state(tmp_path, monk
 
     def model():
         keras.utils.set_random_seed(0)
-        m = keras.Sequential([keras.Input((4,)), keras.layers.Dense(8), keras.layers.Dropout(0.2), keras.layers.Dense(2)])
+        m = keras.Sequential(
+            [keras.Input((4,)), keras.layers.Dense(8), keras.layers.Dropout(0.2), keras.layers.Dense(2)]
+        )
         m.compile(keras.optimizers.Adam(1e-2), keras.losses.SparseCategoricalCrossentropy(from_logits=True))
         return m
 

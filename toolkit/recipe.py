@@ -30,7 +30,7 @@ def parser(name, description, **defaults):
     p.add_argument("--learning-rate", type=positive_float, default=defaults.get("learning_rate", 3e-3))
     p.add_argument("--patience", type=positive_int, default=defaults.get("patience", 3))
     p.add_argument("--output", default="saved_models", help="run folders land in OUTPUT/<recipe>")
-    p.add_argument("--name", default=name, help="run folder name (default: the recipe's name)")
+    p.add_argument("--name", default=name, type=run_name, help="run folder name (default: the recipe's name)")
     p.add_argument("--threads", type=positive_int, default=2, help="LiteRT interpreter threads")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--verbose", default="auto", help="model.fit verbosity: auto, 0, 1, 2")
@@ -73,6 +73,16 @@ def _positive(cast, what):
 
     parse.__name__ = f"positive {what}"
     return parse
+
+
+def run_name(text):
+    """A run folder name that stays inside --output (no path, no '..', not hidden)."""
+    from toolkit.export.run_folder import check_name
+
+    try:
+        return check_name(text)
+    except ToolkitError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
 
 
 positive_int = _positive(int, "integer")

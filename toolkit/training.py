@@ -16,6 +16,7 @@ import json
 import os
 import signal
 import time
+import warnings
 
 import keras
 import numpy as np
@@ -245,8 +246,7 @@ def distribute(enabled=True):
         devices = [d.name for d in tf.config.list_logical_devices("GPU" if gpus else "CPU")]
         if len(devices) < 2:
             raise ToolkitError(
-                f"--distribute needs at least 2 devices, TensorFlow sees {len(devices)}; "
-                f"on CPU set {CPU_DEVICES_ENV}=2"
+                f"--distribute needs at least 2 devices, TensorFlow sees {len(devices)}; on CPU set {CPU_DEVICES_ENV}=2"
             )
         strategy = tf.distribute.MirroredStrategy(devices)
         tf.distribute.experimental_set_strategy(strategy)
@@ -307,7 +307,9 @@ def fit(model, train, validation, epochs, run_dir, patience=3, verbose="auto", d
     resume = next(c for c in found if isinstance(c, Resume))
     if _distribution.get("backend") == "jax":
         train, validation = (_whole_batches(d, _distribution["devices"]) for d in (train, validation))
-    with _distributed_fit(model):
+    with _distributed_fit(model), warnings.catch_warnings():
+        # Keras warns that fit's default shuffle=True does not apply to a tf.data pipeline: ours shuffles itself.
+        warnings.filterwarnings("ignore", message="`shuffle=True` was passed")
         model.fit(train, validation_data=validation, epochs=epochs, callbacks=found, verbose=verbose)
     if not resume.history.get("loss"):
         raise ToolkitError("training ran no epoch: the training data is empty")

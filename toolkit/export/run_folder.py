@@ -75,6 +75,8 @@ class RunFolder:
             self._prepare()
             _check_writable(self.partial)
         except BaseException:
+            if not os.path.isfile(os.path.join(self.partial, RESUME_DIR, "state.json")):
+                shutil.rmtree(self.partial, ignore_errors=True)  # made just now, holds nothing to resume
             self._unlock()
             raise
         self.path = self.partial
@@ -148,9 +150,9 @@ def _check_writable(folder):
     try:
         fd, probe = tempfile.mkstemp(prefix=".probe-", dir=folder)
         try:
-            os.write(fd, b"\0" * 4096)
+            with os.fdopen(fd, "wb") as f:  # a buffered write retries a short write, so a full disk raises
+                f.write(b"\0" * 65536)
         finally:
-            os.close(fd)
             os.remove(probe)
     except OSError as e:
         raise ToolkitError(f"cannot write to output folder {os.path.dirname(folder)}: {e.strerror}") from None
