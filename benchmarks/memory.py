@@ -13,7 +13,6 @@ that process (ru_maxrss from wait4) is recorded. Target: the 8x run within 1.2x 
 import argparse
 import os
 import platform
-import resource
 import shlex
 import subprocess
 import sys

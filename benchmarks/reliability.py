@@ -31,13 +31,13 @@ ENV = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")
 
 def python(code, backend="tensorflow", **extra):
     done = subprocess.run([sys.executable, "-c", code], env=dict(ENV, KERAS_BACKEND=backend, **extra), cwd=ROOT,
-                          capture_output=True, text=True)  # fmt: skip
+                          capture_output=True, text=True, check=False)  # fmt: skip
     return done.returncode, done.stdout
 
 
 def cli(*args, **extra):
     done = subprocess.run([sys.executable, "-m", "toolkit.cli", *args], env=dict(ENV, **extra), cwd=ROOT,
-                          capture_output=True, text=True)  # fmt: skip
+                          capture_output=True, text=True, check=False)  # fmt: skip
     return done.returncode, done.stdout, done.stderr
 
 
@@ -85,7 +85,7 @@ def kill_and_resume(work, fashion):
 def bad_inputs(work):
     xml = f"{work}/bad.xml"
     subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "tests/test_bad_inputs.py",
-                    f"--junitxml={xml}"], env=ENV, cwd=ROOT, capture_output=True)  # fmt: skip
+                    f"--junitxml={xml}"], env=ENV, cwd=ROOT, capture_output=True, check=False)  # fmt: skip
     cases = ET.parse(xml).getroot().iter("testcase")
     results = {}
     for case in cases:
@@ -101,7 +101,7 @@ def distributed(work, fashion):
     for backend, shuffle, extra in (("jax", True, {"XLA_FLAGS": "--xla_force_host_platform_device_count=2"}),
                                     ("tensorflow", False, {})):  # fmt: skip
         code = test_distribute.CODE.format(folder=fashion, run=f"{work}/dist_{backend}", shuffle=shuffle)
-        status, out = python(code, backend, **extra)
+        _, out = python(code, backend, **extra)
         result = json.loads(out.strip().splitlines()[-1])
         one, two = result["loss"]
         rows.append((backend, result["devices"], max(abs(a - b) / a for a, b in zip(one, two)), result["agree"],

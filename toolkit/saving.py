@@ -14,11 +14,25 @@ from toolkit.errors import ToolkitError
 UNSAFE_FLAG = "--unsafe-load"
 
 
+def register_custom_objects():
+    """Imports the backbones and every task module: their custom layers register themselves with
+    Keras (a new task module is covered without being listed here)."""
+    import importlib
+    import pkgutil
+
+    import toolkit.backbones  # noqa: F401
+    import toolkit.tasks
+
+    for module in pkgutil.iter_modules(toolkit.tasks.__path__):
+        importlib.import_module(f"toolkit.tasks.{module.name}")
+
+
 def load_model(path, allow_unsafe=False, compile=True):
     """keras.saving.load_model with safe_mode on (off only with allow_unsafe); clear errors for
     a missing file, a file that is not a Keras archive, and a model that carries code."""
     import keras
 
+    register_custom_objects()
     if not os.path.isfile(path):
         raise ToolkitError(f"{path}: no such model file")
     if not zipfile.is_zipfile(path):
