@@ -40,6 +40,8 @@ benchmark: $(STAMP) data
 	$(PY) benchmarks/detection.py
 	$(VENV)/bin/toolkit run node_classification
 	$(PY) benchmarks/edge_formats.py
+	$(PY) benchmarks/memory.py
+	$(PY) benchmarks/reliability.py
 
 clean:
 	rm -rf $(VENV) saved_models/classification saved_models/sentiment saved_models/node_classification saved_models/detection saved_models/detection_transfer

@@ -20,12 +20,10 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 import numpy as np  # noqa: E402
 
 from benchmarks.results import update_section  # noqa: E402
-import keras  # noqa: E402
-
+from toolkit import saving  # noqa: E402
 from toolkit.data import detection as detection_data  # noqa: E402
 from toolkit.export.pipeline import keras_outputs  # noqa: E402
 from toolkit.metrics import detection as metrics  # noqa: E402
-from toolkit.tasks import detection  # noqa: E402, F401  (registers the decoder layer for loading)
 
 
 def only(ground_truth, outputs, keep_truth, keep_pred):
@@ -46,7 +44,7 @@ def main(argv):
     run = argv[0] if argv else "saved_models/detection"
     with open(os.path.join(run, "report.json")) as f:
         report = json.load(f)
-    model = keras.saving.load_model(os.path.join(run, "model.keras"), safe_mode=True)
+    model = saving.load_model(os.path.join(run, "model.keras"))
     data = detection_data.load(report["dataset"])
     images, truth = data.ground_truth("validation")
     outputs = keras_outputs(model, images)

@@ -15,7 +15,7 @@ import numpy as np
 from toolkit import recipe, training
 from toolkit.data import images
 from toolkit.export import pipeline, report
-from toolkit.export.run_folder import RunFolder, write_labels
+from toolkit.export.run_folder import write_labels
 from toolkit.tasks import classification
 
 DEFAULTS = dict(data="fashion_mnist", backbone="resnet", epochs=20, batch_size=128, learning_rate=4e-3)
@@ -32,6 +32,7 @@ def parse_args(argv=None):
 
 def main(argv=None):
     args = parse_args(argv)
+    training.distribute(args.distribute)  # before any model or TensorFlow op
     keras.utils.set_random_seed(args.seed)
     options = recipe.backbone_options(args.backbone_option, args.backbone)
 
@@ -50,7 +51,7 @@ def main(argv=None):
     steps = args.epochs * math.ceil(data.sizes["train"] / args.batch_size)
     classification.compile(model, args.learning_rate, steps)
 
-    with RunFolder(args.output, args.name) as run:
+    with recipe.run_folder(args) as run:
         history, seconds = training.fit(
             model, train, validation, args.epochs, run.path, args.patience, recipe.verbosity(args.verbose)
         )

@@ -18,7 +18,7 @@ import numpy as np
 from toolkit import recipe, training
 from toolkit.data import detection as detection_data
 from toolkit.export import pipeline, report
-from toolkit.export.run_folder import RunFolder, write_labels
+from toolkit.export.run_folder import write_labels
 from toolkit.tasks import detection
 
 DEFAULTS = dict(data="scenes", backbone="resnet", epochs=12, batch_size=32, learning_rate=3e-3, patience=4)
@@ -47,6 +47,7 @@ def parse_args(argv=None):
 
 def main(argv=None):
     args = parse_args(argv)
+    training.distribute(args.distribute)  # before any model or TensorFlow op
     keras.utils.set_random_seed(args.seed)
     options = recipe.backbone_options(args.backbone_option, args.backbone)
 
@@ -68,7 +69,7 @@ def main(argv=None):
     steps = args.epochs * math.ceil(data.sizes["train"] / args.batch_size)
     detection.compile(model, args.learning_rate, steps)
 
-    with RunFolder(args.output, args.name) as run:
+    with recipe.run_folder(args) as run:
         history, seconds = training.fit(
             model, train, validation, args.epochs, run.path, args.patience, recipe.verbosity(args.verbose)
         )

@@ -14,8 +14,9 @@ import numpy as np
 
 from toolkit import recipe, training
 from toolkit.data import graphs
+from toolkit.errors import ToolkitError
 from toolkit.export import pipeline, report
-from toolkit.export.run_folder import RunFolder, write_labels
+from toolkit.export.run_folder import write_labels
 from toolkit.tasks import node_classification as task
 
 DEFAULTS = dict(data="drosophila", backbone="gcn", epochs=200, learning_rate=1e-2, patience=40)
@@ -61,6 +62,8 @@ def baselines(data, split):
 
 def main(argv=None):
     args = parse_args(argv)
+    if args.distribute:
+        raise ToolkitError("node_classification trains on one whole graph per step: there is no batch to split")
     keras.utils.set_random_seed(args.seed)
     options = recipe.backbone_options(args.backbone_option, args.backbone)
 
@@ -77,7 +80,7 @@ def main(argv=None):
         training.load_backbone_weights(task.backbone_of(model), args.backbone_weights)
     task.compile(model, args.learning_rate, args.weight_decay)
 
-    with RunFolder(args.output, args.name) as run:
+    with recipe.run_folder(args) as run:
         history, seconds = training.fit(model, train, validation, args.epochs, run.path, args.patience, verbose=0)
         task.backbone_of(model).save_weights(run.file("backbone.weights.h5"))
         test_labels = task.masked_labels(data.labels, split["test"])

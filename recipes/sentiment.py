@@ -16,7 +16,7 @@ import keras
 from toolkit import backbones, recipe, training
 from toolkit.data import text, tokenizer
 from toolkit.export import pipeline, report
-from toolkit.export.run_folder import RunFolder, write_labels
+from toolkit.export.run_folder import write_labels
 from toolkit.tasks import text_classification
 
 DEFAULTS = dict(data="rotten_tomatoes", backbone="birnn", epochs=4, batch_size=64, learning_rate=2e-3)
@@ -38,6 +38,7 @@ def parse_args(argv=None):
 
 def main(argv=None):
     args = parse_args(argv)
+    training.distribute(args.distribute)  # before any model or TensorFlow op
     keras.utils.set_random_seed(args.seed)
     options = recipe.backbone_options(args.backbone_option, args.backbone)
     backbones.require_kind(args.backbone, "text")
@@ -61,7 +62,7 @@ def main(argv=None):
         model, args.learning_rate, args.epochs * math.ceil(data.sizes["train"] / args.batch_size)
     )
 
-    with RunFolder(args.output, args.name) as run:
+    with recipe.run_folder(args) as run:
         history, seconds = training.fit(
             model, train, validation, args.epochs, run.path, args.patience, recipe.verbosity(args.verbose)
         )

@@ -36,19 +36,19 @@ def small_images():
     return images, labels.astype(np.int64)
 
 
-def run_python(code, backend="tensorflow", timeout=900):
+def run_python(code, backend="tensorflow", timeout=900, env=None):
     """Runs code in a fresh interpreter on a Keras backend (the backend is fixed at import)."""
-    env = dict(os.environ, KERAS_BACKEND=backend, TF_CPP_MIN_LOG_LEVEL="3")
+    env = dict(os.environ, KERAS_BACKEND=backend, TF_CPP_MIN_LOG_LEVEL="3", **(env or {}))
     done = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=timeout)
     assert done.returncode == 0, f"{backend} subprocess failed:\n{done.stdout[-3000:]}\n{done.stderr[-5000:]}"
     return done.stdout
 
 
-def run_cli(*args, backend=None, timeout=900):
-    """Runs `toolkit ARGS...` as a user would; returns the CompletedProcess."""
-    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")
+def run_cli(*args, backend=None, timeout=900, env=None, **popen):
+    """Runs `toolkit ARGS...` as a user would; returns the CompletedProcess. `env` adds variables."""
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", **(env or {}))
     if backend:
         env["KERAS_BACKEND"] = backend
     return subprocess.run(
-        [sys.executable, "-m", "toolkit.cli", *args], env=env, capture_output=True, text=True, timeout=timeout
+        [sys.executable, "-m", "toolkit.cli", *args], env=env, capture_output=True, text=True, timeout=timeout, **popen
     )

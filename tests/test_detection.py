@@ -265,3 +265,7 @@ def test_recipe_and_predict_from_the_command_line(tmp_path):
     assert done.returncode == 0, done.stderr[-3000:]
     assert (folder / "0.detections.png").is_file()
     assert "wrote" in done.stdout
+    # the .keras file loads in a fresh process (the decoder layer is registered on load) and agrees
+    keras_done = run_cli("predict", "detection", str(folder / "0.png"), "--run", str(run), "--format", "keras")
+    assert keras_done.returncode == 0, keras_done.stderr[-3000:]
+    assert keras_done.stdout.splitlines()[0].split("\t")[:2] == done.stdout.splitlines()[0].split("\t")[:2]

@@ -15,8 +15,10 @@ USAGE = """usage: toolkit COMMAND ...
 commands:
   backbones [--input-size N] [--channels C] [--sequence-length T]
                                               list backbones with parameters and FLOPs
-  run RECIPE [options]                        train, export and verify a recipe (toolkit run RECIPE --help)
-  predict classification IMAGE... [--run DIR] [--format F]
+  run RECIPE [options]                        train, export and verify a recipe (toolkit run RECIPE --help);
+                                              a re-run continues an interrupted one (--resume, --restart)
+  train RECIPE [options]                      the same as run
+  predict classification IMAGE... [--run DIR] [--format F] [--unsafe-load]
   predict sentiment "TEXT"... [--run DIR] [--format F]   predict with a finished run
   predict detection IMAGE... [--run DIR] [--format F]    boxes, drawn to IMAGE.detections.png
   benchmark RUN_DIR... | --all [--formats F,...] [--threads 1,2] [--floor POINTS]
@@ -58,6 +60,7 @@ def cmd_run(argv):
     return 0
 
 
+UNSAFE_HELP = "load a .keras file that carries Python code (Lambda layers): only files you trust"
 PREDICT = {
     # recipe: (what the inputs are, default format, function name in toolkit.predict)
     "classification": ("image files", "tflite_int8", "predict_classification"),
@@ -75,10 +78,12 @@ def cmd_predict(argv):
     p.add_argument("inputs", nargs="+", help=what)
     p.add_argument("--run", default=os.path.join("saved_models", name), help="run folder")
     p.add_argument("--format", default=default_format, help="keras, tflite_fp32, tflite_dynamic or tflite_int8")
+    p.add_argument("--unsafe-load", action="store_true", help=UNSAFE_HELP)
     args = p.parse_args(argv[1:])
     from toolkit import predict
 
-    for row in getattr(predict, function)(args.run, args.inputs, args.format):
+    found = getattr(predict, function)(args.run, args.inputs, args.format, allow_unsafe=args.unsafe_load)
+    for row in found:
         print("\t".join(f"{v:.3f}" if isinstance(v, float) else str(v) for v in row))
     return 0
 
@@ -101,6 +106,7 @@ def cmd_benchmark(argv):
     p.add_argument("--formats", default=None, help="comma-separated (default: all)")
     p.add_argument("--threads", default="1,2", help="XNNPACK thread counts to time, e.g. 1,2")
     p.add_argument("--floor", type=float, default=None, help="fail (exit 1) when a format drops more points")
+    p.add_argument("--unsafe-load", action="store_true", help=UNSAFE_HELP)
     args = p.parse_args(argv)
     from toolkit.export import benchmark
 
@@ -118,7 +124,7 @@ def cmd_benchmark(argv):
     threads = _int_list(args.threads)
     results, failed = {}, []
     for run in runs:
-        result, failures = benchmark.benchmark(run, formats, threads, args.floor)
+        result, failures = benchmark.benchmark(run, formats, threads, args.floor, args.unsafe_load)
         results[run] = result
         failed += [f"{run}:{name}" for name in failures]
         print(f"\n{run}\n{benchmark.table(result)}")
@@ -132,7 +138,13 @@ def cmd_benchmark(argv):
     return 0
 
 
-COMMANDS = {"backbones": cmd_backbones, "run": cmd_run, "predict": cmd_predict, "benchmark": cmd_benchmark}
+COMMANDS = {
+    "backbones": cmd_backbones,
+    "run": cmd_run,
+    "train": cmd_run,
+    "predict": cmd_predict,
+    "benchmark": cmd_benchmark,
+}
 
 
 def import_frameworks_quietly():

@@ -16,18 +16,18 @@ FORMAT_FILES = {
 }
 
 
-def load_run_model(run_dir, fmt):
-    """Returns (callable on a float batch, input shape (H, W, C))."""
+def load_run_model(run_dir, fmt, allow_unsafe=False):
+    """Returns (callable on a float batch, input shape (H, W, C)); .keras files load in Keras safe_mode."""
     choose("format", fmt, FORMAT_FILES)
     path = os.path.join(run_dir, FORMAT_FILES[fmt])
     if not os.path.isfile(path):
         raise ToolkitError(f"{path} not found: is {run_dir} a finished run folder?")
     if fmt == "keras":
-        import keras
+        from toolkit import saving
 
         from toolkit.export.pipeline import keras_outputs
 
-        model = keras.saving.load_model(path, safe_mode=True)
+        model = saving.load_model(path, allow_unsafe, compile=False)
         return (lambda x: keras_outputs(model, x)), tuple(model.input_shape[1:])
     from toolkit.export.litert import LiteRTModel
 
@@ -51,9 +51,9 @@ def read_image(path, shape):
     return array[..., None] if shape[2] == 1 else array
 
 
-def predict_classification(run_dir, files, fmt="tflite_int8"):
+def predict_classification(run_dir, files, fmt="tflite_int8", allow_unsafe=False):
     labels = read_labels(run_dir, "classification")
-    model, shape = load_run_model(run_dir, fmt)
+    model, shape = load_run_model(run_dir, fmt, allow_unsafe)
     batch = np.stack([read_image(f, shape) for f in files]).astype(np.float32)
     probabilities = model(batch)
     return [(f, labels[int(np.argmax(p))], float(np.max(p))) for f, p in zip(files, probabilities)]
@@ -62,12 +62,12 @@ def predict_classification(run_dir, files, fmt="tflite_int8"):
 class SentimentPredictor:
     """Raw text -> (label, probability): the run's own vocabulary and tokenizer, then its model."""
 
-    def __init__(self, run_dir, fmt="tflite_dynamic"):
+    def __init__(self, run_dir, fmt="tflite_dynamic", allow_unsafe=False):
         from toolkit.data import tokenizer
 
         self.labels = read_labels(run_dir, "sentiment")
         vocabulary = tokenizer.load_vocabulary(run_dir)
-        self.model, shape = load_run_model(run_dir, fmt)
+        self.model, shape = load_run_model(run_dir, fmt, allow_unsafe)
         self.tokenizer = tokenizer.make(vocabulary, shape[0])
 
     def token_ids(self, texts):
@@ -81,11 +81,11 @@ class SentimentPredictor:
         return [(t, self.labels[int(np.argmax(p))], float(np.max(p))) for t, p in zip(texts, probabilities)]
 
 
-def predict_sentiment(run_dir, texts, fmt="tflite_dynamic"):
-    return SentimentPredictor(run_dir, fmt)(texts)
+def predict_sentiment(run_dir, texts, fmt="tflite_dynamic", allow_unsafe=False):
+    return SentimentPredictor(run_dir, fmt, allow_unsafe)(texts)
 
 
-def predict_detection(run_dir, files, fmt="tflite_int8", min_score=0.3, output_dir=None):
+def predict_detection(run_dir, files, fmt="tflite_int8", allow_unsafe=False, min_score=0.3, output_dir=None):
     """Detections on the user's images, each drawn to FILE.detections.png (in output_dir, or beside
     the image). Rows: (file, class name, score, "x1,y1,x2,y2" in the original image's pixels) per
     detection, then (file, "wrote PATH") for its drawing."""
@@ -99,7 +99,7 @@ def predict_detection(run_dir, files, fmt="tflite_int8", min_score=0.3, output_d
     from toolkit.export.run_folder import write_atomic
 
     labels = read_labels(run_dir, "detection")
-    model, shape = load_run_model(run_dir, fmt)
+    model, shape = load_run_model(run_dir, fmt, allow_unsafe)
     rows = []
     for path in files:
         image = read_image(path, shape)

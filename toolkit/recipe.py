@@ -30,11 +30,35 @@ def parser(name, description, **defaults):
     p.add_argument("--learning-rate", type=positive_float, default=defaults.get("learning_rate", 3e-3))
     p.add_argument("--patience", type=positive_int, default=defaults.get("patience", 3))
     p.add_argument("--output", default="saved_models", help="run folders land in OUTPUT/<recipe>")
-    p.add_argument("--name", default=name, help="run folder name (default: the recipe's name)")
+    p.add_argument("--name", default=name, type=run_name, help="run folder name (default: the recipe's name)")
     p.add_argument("--threads", type=positive_int, default=2, help="LiteRT interpreter threads")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--verbose", default="auto", help="model.fit verbosity: auto, 0, 1, 2")
+    p.add_argument(
+        "--resume", action="store_true",
+        help="continue the interrupted run of this name (a plain re-run does too; this refuses to start afresh)",
+    )  # fmt: skip
+    p.add_argument("--restart", action="store_true", help="discard an interrupted run's state and start afresh")
+    p.add_argument(
+        "--distribute", action="store_true",
+        help="data-parallel over every local device: keras.distribution.DataParallel (jax), MirroredStrategy (tf)",
+    )  # fmt: skip
     return p
+
+
+# Options that change how a run is watched, not what it computes: a resumed run may differ in them.
+NOT_IN_CONFIG = ("verbose", "threads", "resume", "restart")
+
+
+def run_folder(args):
+    """The run's folder (`toolkit.export.run_folder.RunFolder`) under --output/--name, resuming an
+    interrupted run of the same name when its options were the same (see --resume, --restart)."""
+    from toolkit.export.run_folder import RunFolder
+
+    if args.resume and args.restart:
+        raise ToolkitError("--resume and --restart contradict each other: pass one")
+    config = {k: v for k, v in sorted(vars(args).items()) if k not in NOT_IN_CONFIG}
+    return RunFolder(args.output, args.name, config=config, restart=args.restart, require_resume=args.resume)
 
 
 def _positive(cast, what):
@@ -49,6 +73,16 @@ def _positive(cast, what):
 
     parse.__name__ = f"positive {what}"
     return parse
+
+
+def run_name(text):
+    """A run folder name that stays inside --output (no path, no '..', not hidden)."""
+    from toolkit.export.run_folder import check_name
+
+    try:
+        return check_name(text)
+    except ToolkitError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
 
 
 positive_int = _positive(int, "integer")

@@ -99,8 +99,8 @@ def _split_indices(n, validation_fraction, test_fraction):
 
 
 def _fashion_mnist(source_dir, data_dir, validation_fraction, image_size):
-    import tensorflow_datasets as tfds
-
+    """Streams from the prepared TFDS records (files read in order, so batches are as they were when
+    whole splits were held in memory): memory stays flat however large the dataset is."""
     from toolkit.data import fashion_mnist
 
     builder = fashion_mnist.builder(source_dir, data_dir)
@@ -108,9 +108,8 @@ def _fashion_mnist(source_dir, data_dir, validation_fraction, image_size):
     splits = {"train": f"train[:{percent}%]", "validation": f"train[{percent}%:]", "test": "test"}
     ds, sizes = {}, {}
     for name, split in splits.items():
-        images, labels = tfds.as_numpy(builder.as_dataset(split=split, batch_size=-1, as_supervised=True))
-        ds[name] = tf.data.Dataset.from_tensor_slices((images, labels))
-        sizes[name] = len(labels)
+        ds[name] = builder.as_dataset(split=split, as_supervised=True, shuffle_files=False)
+        sizes[name] = int(builder.info.splits[split].num_examples)
     data = ImageClassificationData(
         ds["train"], ds["validation"], ds["test"], list(fashion_mnist.CLASS_NAMES), (28, 28, 1),
         f"fashion_mnist:{source_dir or fashion_mnist.DEFAULT_SOURCE}", sizes,

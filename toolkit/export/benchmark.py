@@ -31,7 +31,7 @@ def load_run(run_dir):
     return run
 
 
-def benchmark(run_dir, formats=FORMATS, threads=(1, 2), floor=None):
+def benchmark(run_dir, formats=FORMATS, threads=(1, 2), floor=None, allow_unsafe=False):
     """Returns (result dict, failed formats) and writes benchmark.json and the report.md section."""
     run = load_run(run_dir)
     task = choose("recipe", run["recipe"], RECIPE_TASKS)
@@ -39,7 +39,7 @@ def benchmark(run_dir, formats=FORMATS, threads=(1, 2), floor=None):
     metric = run["metric"]
     for name in formats:
         choose("format", name, FORMATS)
-    model, inputs, calibration, labels, reference = pipeline.load_test_data(run_dir)
+    model, inputs, calibration, labels, reference = pipeline.load_test_data(run_dir, allow_unsafe)
     keras_score = module.score(reference, labels)[metric]
     saved_model_dir = os.path.join(run_dir, "saved_model")
     if not os.path.isdir(saved_model_dir):

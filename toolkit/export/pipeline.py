@@ -18,7 +18,7 @@ import numpy as np
 
 from toolkit.errors import ToolkitError
 from toolkit.export import litert
-from toolkit.export.run_folder import write_atomic
+from toolkit.export.run_folder import crash_point, write_atomic
 
 VERIFY_FILE = "test_data.npz"  # kept in the run folder: `toolkit benchmark` re-scores every format on it
 LITERT_FORMATS = ("tflite_fp32", "tflite_int8")  # a task module may set its own LITERT_FORMATS
@@ -89,7 +89,8 @@ def finish_run(run_dir, model, task, test_inputs, test_labels, calibration_input
     test_inputs / calibration_inputs: one array, or a dict by input name for multi-input models."""
     module = task_module(task)
     model_path = os.path.join(run_dir, "model.keras")
-    model.save(model_path)
+    model.save(model_path)  # into the run's partial folder: the old run stays whole until the swap
+    crash_point("export")
     test_inputs, calibration_inputs = as_inputs(model, test_inputs), as_inputs(model, calibration_inputs)
     outputs = keras_outputs(model, test_inputs)
     latency, p90 = litert.median_latency_ms(model.predict_on_batch, feed(first(test_inputs)))
@@ -160,12 +161,12 @@ def export_formats(run_dir, task, threads=2):
     return formats
 
 
-def load_test_data(run_dir):
+def load_test_data(run_dir, allow_unsafe=False):
     """A finished run's model and stored test split: (model, inputs, calibration, labels, Keras outputs)."""
-    import keras
+    from toolkit import saving
 
+    model = saving.load_model(os.path.join(run_dir, "model.keras"), allow_unsafe)
     data = np.load(os.path.join(run_dir, VERIFY_FILE))
-    model = keras.saving.load_model(os.path.join(run_dir, "model.keras"), safe_mode=True)
     inputs, calibration = as_inputs(model, _saved(data, "input__")), as_inputs(model, _saved(data, "calibration__"))
     reference = data["keras_outputs"] if "keras_outputs" in data.files else _saved(data, "keras_outputs__")
     return model, inputs, calibration, data["labels"], reference
@@ -197,6 +198,7 @@ def litert_format(run_dir, module, name, saved_model_dir, inputs, calibration, l
     path = os.path.join(run_dir, tflite_file(name))
     float_layers = getattr(module, "FLOAT_LAYERS", ())
     write_atomic(path, litert.convert(saved_model_dir, name.split("_", 1)[1], feed(calibration), float_layers))
+    crash_point(f"export:{name}")
     runtime = litert.LiteRTModel(path, threads=threads[0])
     outputs = runtime.predict(feed(inputs))
     if not all_finite(outputs):

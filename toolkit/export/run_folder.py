@@ -1,55 +1,188 @@
-"""Run folders are written aside and swapped in whole: a failed run never touches the last good one."""
+"""Run folders are written aside and swapped in whole: a failed run never touches the last good one.
 
+A run writes into `ROOT/.NAME.partial/` (hidden, locked while a process writes it). Leaving the
+`with` block normally swaps it into `ROOT/NAME` in one atomic step (Linux `renameat2` with
+RENAME_EXCHANGE; two renames elsewhere). A crash, SIGKILL included, leaves the partial folder and
+its training state (`resume/`, see `toolkit.training`) in place: a re-run of the same command
+finds it by name and continues from the last completed epoch. An error before any epoch was
+completed discards the partial folder; `restart=True` (`--restart`) discards it on purpose.
+"""
+
+import ctypes
+import errno
+import fcntl
+import json
 import os
 import re
 import shutil
+import signal
 import tempfile
 
 from toolkit.errors import ToolkitError
 
 SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+RESUME_DIR = "resume"  # the training state, under the partial folder (toolkit.training writes it)
+CONFIG_FILE = "config.json"  # beside the state: the options that made it, checked on resume
+CRASH_ENV = "TOOLKIT_CRASH_AT"  # fault injection for the crash tests: a stage name, or "train_step:N"
+
+
+def crash_point(name):
+    """SIGKILLs this process when TOOLKIT_CRASH_AT names `name`: how the tests crash a run for real."""
+    if os.environ.get(CRASH_ENV) == name:
+        os.kill(os.getpid(), signal.SIGKILL)
+
+
+def check_name(name, what="run name"):
+    """A name that stays inside its folder: letters, digits, '_', '-', '.', not starting with '.'."""
+    if not isinstance(name, str) or not SAFE_NAME.match(name) or name in (".", ".."):
+        raise ToolkitError(f"{what} {name!r} must be letters, digits, '_', '-' or '.' (no path, not hidden)")
+    return name
 
 
 class RunFolder:
-    """`with RunFolder(root, name) as run:` writes under `run.path` (a staging folder beside the
-    final one); leaving the block normally swaps it into `root/name`, an exception discards it."""
+    """`with RunFolder(root, name) as run:` writes under `run.path` (the partial folder beside the
+    final one); leaving the block normally swaps it into `root/name`.
 
-    def __init__(self, root, name):
-        if not SAFE_NAME.match(name) or name in (".", ".."):
-            raise ToolkitError(f"run name {name!r} must be letters, digits, '_', '-' or '.' (no path)")
+    config: the options that define the run (a dict of JSON values); a partial folder left by a
+    crash is resumed only when they are the same. require_resume: refuse to start from scratch."""
+
+    def __init__(self, root, name, config=None, restart=False, require_resume=False):
+        check_name(name)
         self.root = os.path.abspath(root)
         self.final = os.path.join(self.root, name)
         self.name = name
+        self.partial = os.path.join(self.root, f".{name}.partial")
+        self.config = config
+        self.restart = restart
+        self.require_resume = require_resume
         self.path = None
+        self.resuming = False
+        self._lock = None
 
     def __enter__(self):
         try:
-            os.makedirs(self.root, exist_ok=True)
-            self.path = tempfile.mkdtemp(prefix=f".{self.name}.staging-", dir=self.root)
+            os.makedirs(self.partial, exist_ok=True)
+            self._lock = os.open(self.partial, os.O_RDONLY)
         except OSError as e:
             raise ToolkitError(f"cannot write to output folder {self.root}: {e.strerror}") from None
+        try:
+            fcntl.flock(self._lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            os.close(self._lock)
+            self._lock = None
+            raise ToolkitError(f"another process is writing run {self.name!r} in {self.root}") from None
+        try:
+            self._prepare()
+            _check_writable(self.partial)
+        except BaseException:
+            if not os.path.isfile(os.path.join(self.partial, RESUME_DIR, "state.json")):
+                shutil.rmtree(self.partial, ignore_errors=True)  # made just now, holds nothing to resume
+            self._unlock()
+            raise
+        self.path = self.partial
         return self
+
+    def _prepare(self):
+        state = os.path.join(self.partial, RESUME_DIR, "state.json")
+        config_path = os.path.join(self.partial, RESUME_DIR, CONFIG_FILE)
+        has_state = os.path.isfile(state)
+        if self.restart or not has_state:
+            _empty(self.partial)
+        elif self.config is not None and os.path.isfile(config_path):
+            with open(config_path) as f:
+                saved = json.load(f)
+            differing = sorted(k for k in set(saved) | set(self.config) if saved.get(k) != self.config.get(k))
+            if differing:
+                k = differing[0]
+                raise ToolkitError(
+                    f"an interrupted run {self.name!r} in {self.root} was made with {k}={saved.get(k)!r}, "
+                    f"not {self.config.get(k)!r}: rerun it as it was, or pass --restart to discard it"
+                )
+        if self.require_resume and (self.restart or not has_state):
+            raise ToolkitError(f"--resume: no interrupted run {self.name!r} in {self.root} to continue")
+        self.resuming = has_state and not self.restart
+        if self.config is not None:
+            os.makedirs(os.path.dirname(config_path), exist_ok=True)
+            write_atomic(config_path, json.dumps(self.config, sort_keys=True))
 
     def file(self, *parts):
         return os.path.join(self.path, *parts)
 
     def __exit__(self, exc_type, exc, tb):
-        if exc_type is not None:
-            shutil.rmtree(self.path, ignore_errors=True)
-            return False
-        self.commit()
+        try:
+            if exc_type is None:
+                self.commit()
+            elif not os.path.isfile(os.path.join(self.partial, RESUME_DIR, "state.json")):
+                shutil.rmtree(self.partial, ignore_errors=True)  # nothing worth resuming
+        finally:
+            self._unlock()
+        if isinstance(exc, OSError) and exc.errno in WRITE_ERRNOS:
+            raise ToolkitError(f"cannot write the run in {self.root}: {exc.strerror}") from None
         return False
 
     def commit(self):
-        """Two renames: the old folder steps aside, the new one takes its name, then the old goes."""
-        old = None
+        """The training state goes, then one atomic exchange puts the new folder in place of the old."""
+        shutil.rmtree(os.path.join(self.partial, RESUME_DIR), ignore_errors=True)
+        crash_point("commit")
         if os.path.exists(self.final):
-            old = tempfile.mkdtemp(prefix=f".{self.name}.old-", dir=self.root)
-            os.rename(self.final, os.path.join(old, self.name))
-        os.rename(self.path, self.final)
-        if old:
-            shutil.rmtree(old, ignore_errors=True)
+            if _exchange(self.partial, self.final):
+                shutil.rmtree(self.partial, ignore_errors=True)  # now holds the old run
+            else:  # no renameat2: the old folder steps aside, the new one takes its name
+                old = tempfile.mkdtemp(prefix=f".{self.name}.old-", dir=self.root)
+                os.rename(self.final, os.path.join(old, self.name))
+                os.rename(self.partial, self.final)
+                shutil.rmtree(old, ignore_errors=True)
+        else:
+            os.rename(self.partial, self.final)
         self.path = self.final
+
+    def _unlock(self):
+        if self._lock is not None:
+            os.close(self._lock)  # closing the descriptor releases the flock
+            self._lock = None
+
+
+WRITE_ERRNOS = (errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM, errno.EFBIG)
+
+
+def _check_writable(folder):
+    """Fails early, naming the folder, when it cannot take a file (read-only, full, no permission)."""
+    try:
+        fd, probe = tempfile.mkstemp(prefix=".probe-", dir=folder)
+        try:
+            with os.fdopen(fd, "wb") as f:  # a buffered write retries a short write, so a full disk raises
+                f.write(b"\0" * 65536)
+        finally:
+            os.remove(probe)
+    except OSError as e:
+        raise ToolkitError(f"cannot write to output folder {os.path.dirname(folder)}: {e.strerror}") from None
+
+
+def _empty(folder):
+    for entry in os.listdir(folder):
+        path = os.path.join(folder, entry)
+        if os.path.isdir(path) and not os.path.islink(path):
+            shutil.rmtree(path)
+        else:
+            os.remove(path)
+
+
+_RENAME_EXCHANGE = 2
+
+
+def _exchange(a, b):
+    """Atomically swaps two paths (Linux renameat2 RENAME_EXCHANGE); False where unsupported."""
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        renameat2 = libc.renameat2
+    except (OSError, AttributeError):
+        return False
+    at_fdcwd = -100
+    if renameat2(at_fdcwd, os.fsencode(a), at_fdcwd, os.fsencode(b), _RENAME_EXCHANGE) == 0:
+        return True
+    if ctypes.get_errno() in (errno.EINVAL, errno.ENOSYS, errno.ENOTSUP):
+        return False
+    raise OSError(ctypes.get_errno(), os.strerror(ctypes.get_errno()), b)
 
 
 def write_atomic(path, data):
@@ -59,6 +192,8 @@ def write_atomic(path, data):
     try:
         with os.fdopen(fd, mode) as f:
             f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):

@@ -1,0 +1,297 @@
+"""Bad input thrown at the CLI and the Python API: one clear line naming the culprit, a non-zero
+exit, no traceback, no silent NaN, and nothing previously saved touched.
+
+To add a kind: append a `cli(...)` or `api(...)` entry to CASES (the `files` fixture makes the
+bad files; `{files}` in an argument is its folder, `{out}` the output folder holding saved runs).
+"""
+
+import hashlib
+import io
+import os
+import resource
+import zipfile
+from contextlib import redirect_stderr, redirect_stdout
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from tests.conftest import run_cli
+from toolkit import cli as toolkit_cli
+from toolkit.errors import ToolkitError
+
+CASES = []
+
+
+def cli(kind, argv, *phrases):
+    CASES.append(pytest.param("cli", argv, phrases, id=kind))
+
+
+def api(kind, call, *phrases):
+    CASES.append(pytest.param("api", call, phrases, id=kind))
+
+
+F, O = "{files}", "{out}"
+CLS = ("run", "classification", "--output", O, "--epochs", "1")
+SENT = ("run", "sentiment", "--output", O, "--epochs", "1")
+NODE = ("run", "node_classification", "--output", O, "--epochs", "1")
+
+# Images
+cli("truncated image", [*CLS, "--data", f"folder:{F}/truncated"], "cut.png", "not a readable image")
+cli("corrupt image", [*CLS, "--data", f"folder:{F}/corrupt"], "noise.jpg", "not a readable image")
+cli("zero-byte image", [*CLS, "--data", f"folder:{F}/empty_file"], "empty.png", "not a readable image")
+cli("image folder with one class", [*CLS, "--data", f"folder:{F}/one_class"], "at least 2")
+cli("image folder without images", [*CLS, "--data", f"folder:{F}/no_images"], "holds no images")
+cli("missing image folder", [*CLS, "--data", f"folder:{F}/nowhere"], "nowhere does not exist")
+api("wrong channel count", lambda: _arrays(np.zeros((20, 8, 8, 2), np.uint8)), "(N, H, W, 1 or 3)", "(20, 8, 8, 2)")
+api("zero-sized images", lambda: _arrays(np.zeros((20, 0, 8, 1), np.uint8)), "non-empty", "(20, 0, 8, 1)")
+api("empty image dataset", lambda: _arrays(np.zeros((0, 8, 8, 1), np.uint8), np.zeros(0, int)), "non-empty")
+api("NaN pixels", lambda: _arrays(_pixels(np.nan)), "image 3", "NaN/Inf")
+api("Inf pixels", lambda: _arrays(_pixels(np.inf)), "image 3", "NaN/Inf")
+api("pixels outside 0..255", lambda: _arrays(_pixels(300.0)), "image 3", "outside 0..255")
+api("label out of range", lambda: _arrays(labels=np.r_[np.zeros(19, int), 7]), "label 7 of item 19", "0..1")
+api("fractional labels", lambda: _arrays(labels=np.full(20, 0.5)), "labels must be integers")
+api("labels not matching images", lambda: _arrays(labels=np.zeros(5, int)), "labels must be (20,)")
+api("too few images to split", lambda: _arrays(np.zeros((2, 8, 8, 1), np.uint8), np.zeros(2, int)), "too few")
+api("unknown augmentation", lambda: _images().augmentation("spin"), "unknown augmentation 'spin'")
+cli("predict a missing image", ["predict", "classification", f"{F}/nope.png", "--run", f"{O}/classification",
+    "--format", "keras"], "nope.png: no such image file")  # fmt: skip
+cli("predict a corrupt image", ["predict", "classification", f"{F}/corrupt/b/noise.jpg", "--run", f"{O}/classification",
+    "--format", "keras"], "noise.jpg", "not a readable image")  # fmt: skip
+
+# Text
+cli("empty text", [*SENT, "--data", f"csv:{F}/empty_text.csv"], "empty_text.csv line 3", "empty")
+cli("non-UTF-8 text file", [*SENT, "--data", f"csv:{F}/latin1.csv"], "latin1.csv line 2", "not valid UTF-8")
+cli("missing text column", [*SENT, "--data", f"csv:{F}/good.csv", "--text-column", "review"], "no column 'review'")
+cli("label not in class names", [*SENT, "--data", f"csv:{F}/good.csv", "--class-names", "pos,neg"],
+    "good.csv line 2", "label 'bad' is not one of pos, neg")  # fmt: skip
+cli("malformed JSONL", [*SENT, "--data", f"jsonl:{F}/broken.jsonl"], "broken.jsonl line 2", "not JSON")
+cli("text file without rows", [*SENT, "--data", f"csv:{F}/header_only.csv"], "header_only.csv: no rows")
+cli("text labels of one class", [*SENT, "--data", f"csv:{F}/one_label.csv"], "at least 2 classes")
+api("empty text to predict", lambda: _text().check_text("   ", "text 2"), "text 2: the text is empty")
+api("non-UTF-8 bytes to predict", lambda: _text().check_text(b"ok \xff", "text 1"), "not valid UTF-8", "0xff")
+
+# Graphs
+cli("edge to an unknown node", [*NODE, "--data", f"edges:{F}/edges_unknown.csv,labels:{F}/labels.csv"],
+    "edges_unknown.csv line 3", "node 'z'")  # fmt: skip
+cli("negative edge weight", [*NODE, "--data", f"edges:{F}/edges_negative.csv,labels:{F}/labels.csv"],
+    "edges_negative.csv line 2", ">= 0")  # fmt: skip
+cli("NaN node feature", [*NODE, "--data", f"edges:{F}/edges.csv,labels:{F}/labels.csv,features:{F}/features_nan.csv"],
+    "features_nan.csv line 3", "not a finite number")  # fmt: skip
+cli("graph without labels", [*NODE, "--data", f"edges:{F}/edges.csv"], "give labels too")
+cli("--distribute on one graph", [*NODE, "--data", "karate", "--distribute"], "no batch to split")
+
+# Names
+cli("unknown command", ["trian"], "unknown command 'trian'", "train")
+cli("unknown recipe", ["run", "clasification"], "unknown recipe 'clasification'", "classification")
+cli("unknown backbone", [*CLS, "--backbone", "resnet9000"], "unknown backbone 'resnet9000'")
+cli("backbone of the wrong kind", [*SENT, "--backbone", "resnet", "--data", f"csv:{F}/good.csv"],
+    "'resnet' is not a text backbone")  # fmt: skip
+cli("unknown backbone option", [*CLS, "--backbone", "edgenet", "--backbone-option", "wdith=2"], "wdith")
+cli("unknown data source", [*CLS, "--data", "imagenet:/x"], "unknown data source 'imagenet:/x'")
+cli("unknown graph source", [*NODE, "--data", "cora"], "unknown graph data source 'cora'")
+cli("unknown export format", ["predict", "classification", f"{F}/ok.png", "--run", f"{O}/classification",
+    "--format", "onnx"], "unknown format 'onnx'")  # fmt: skip
+
+# Malformed config values
+cli("zero epochs", [*CLS, "--epochs", "0"], "--epochs", "positive integer", "'0'")
+cli("epochs not a number", [*CLS, "--epochs", "ten"], "--epochs", "'ten'")
+cli("NaN learning rate", [*CLS, "--learning-rate", "nan"], "--learning-rate", "'nan'")
+cli("fractional batch size", [*CLS, "--batch-size", "1.5"], "--batch-size", "'1.5'")
+cli("backbone option without a value", [*CLS, "--backbone-option", "width"], "'width' must look like KEY=VALUE")
+cli("--resume with --restart", [*NODE, "--data", "karate", "--resume", "--restart"], "contradict")
+
+# Output folder and names
+cli("run name with a path", [*CLS, "--name", "../escaped"], "run name '../escaped'", "no path")
+cli("absolute run name", [*CLS, "--name", "/tmp/escaped"], "run name '/tmp/escaped'")
+cli("hidden run name", [*CLS, "--name", ".hidden"], "run name '.hidden'")
+cli("output is a file", [*NODE, "--data", "karate", "--output", f"{F}/a_file"], "cannot write to output folder")
+cli("read-only output folder", [*NODE, "--data", "karate", "--output", "{readonly}"], "Read-only file system")
+cli("--resume without an interrupted run", [*NODE, "--data", "karate", "--resume"], "no interrupted run")
+
+# Saved artifacts
+cli(".keras that is not a zip", ["predict", "classification", f"{F}/ok.png", "--run", f"{F}/run_garbage",
+    "--format", "keras"], "model.keras: not a Keras model file")  # fmt: skip
+cli(".keras without a config", ["predict", "classification", f"{F}/ok.png", "--run", f"{F}/run_noconfig",
+    "--format", "keras"], "no config.json")  # fmt: skip
+cli(".keras carrying a Lambda", ["predict", "classification", f"{F}/ok.png", "--run", f"{F}/run_lambda",
+    "--format", "keras"], "carries Python code", "--unsafe-load")  # fmt: skip
+cli("backbone weights that are not weights", [*CLS, "--data", f"folder:{F}/good", "--backbone", "edgenet",
+    "--backbone-weights", f"{F}/ok.png"], "ok.png does not fit backbone")  # fmt: skip
+cli("benchmark a folder that is not a run", ["benchmark", f"{F}/good"], "report.json")
+
+
+def _images():
+    from toolkit.data import images
+
+    return images
+
+
+def _text():
+    from toolkit.data import text
+
+    return text
+
+
+def _pixels(value):
+    x = np.zeros((20, 8, 8, 1), np.float32)
+    x[3, 2, 2, 0] = value
+    return x
+
+
+def _arrays(images=None, labels=None):
+    images = np.zeros((20, 8, 8, 1), np.uint8) if images is None else images
+    labels = np.arange(len(images)) % 2 if labels is None else labels
+    return _images().from_arrays(images, labels, class_names=["a", "b"])
+
+
+def _png(path, size=(12, 12)):
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    Image.fromarray(np.random.default_rng(0).integers(0, 255, (*size, 3), dtype=np.uint8)).save(path)
+
+
+def _write(path, data):
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    with open(path, "wb" if isinstance(data, bytes) else "w") as f:
+        f.write(data)
+
+
+def _tiny_model(path, with_lambda=False):
+    import keras
+
+    inputs = keras.Input((12, 12, 3), name="image")
+    x = keras.layers.GlobalAveragePooling2D()(inputs)
+    if with_lambda:
+        x = keras.layers.Lambda(lambda t: t / 255.0)(x)
+    keras.Model(inputs, keras.layers.Dense(2, activation="softmax")(x)).save(path)
+
+
+@pytest.fixture(scope="module")
+def files(tmp_path_factory):
+    root = tmp_path_factory.mktemp("bad")
+    f = str(root)
+    for folder in ("good", "truncated", "corrupt", "empty_file"):  # enough images for every split, then one bad
+        for c in ("a", "b"):
+            for i in range(16):  # 16 names per class put at least one image of each class in each split
+                _png(f"{f}/{folder}/{c}/{c}{i}.png")
+    _png(f"{f}/ok.png")
+    ok = open(f"{f}/ok.png", "rb").read()
+    _write(f"{f}/truncated/b/cut.png", ok[: len(ok) // 2])
+    _write(f"{f}/corrupt/b/noise.jpg", np.random.default_rng(1).bytes(500))
+    _write(f"{f}/empty_file/b/empty.png", b"")
+    _png(f"{f}/one_class/a/1.png")
+    os.makedirs(f"{f}/no_images/a"), os.makedirs(f"{f}/no_images/b")
+    rows = "".join(
+        f"film number {i} was {'good' if i % 2 else 'bad'},{'good' if i % 2 else 'bad'}\n" for i in range(40)
+    )
+    _write(f"{f}/good.csv", "text,label\n" + rows)
+    _write(f"{f}/empty_text.csv", "text,label\nfine film,good\n   ,bad\n" + rows)
+    _write(f"{f}/latin1.csv", "text,label\n".encode() + "caf\xe9 cr\xe8me,good\n".encode("latin-1") + rows.encode())
+    _write(f"{f}/broken.jsonl", '{"text": "fine", "label": "good"}\n{"text": "oops", "label": \n')
+    _write(f"{f}/header_only.csv", "text,label\n")
+    _write(f"{f}/one_label.csv", "text,label\na,good\nb,good\nc,good\n")
+    _write(f"{f}/labels.csv", "node,label\nx,0\ny,1\nw,1\n")
+    _write(f"{f}/edges.csv", "source,target\nx,y\ny,w\n")
+    _write(f"{f}/edges_unknown.csv", "source,target\nx,y\ny,z\n")
+    _write(f"{f}/edges_negative.csv", "source,target,weight\nx,y,-1\n")
+    _write(f"{f}/features_nan.csv", "node,f1\nx,1\ny,nan\nw,2\n")
+    _write(f"{f}/a_file", "not a folder")
+    for name in ("run_garbage", "run_noconfig", "run_lambda"):
+        _write(f"{f}/{name}/labels.txt", "a\nb\n")
+    _write(f"{f}/run_garbage/model.keras", b"this is not a model")
+    with zipfile.ZipFile(f"{f}/run_noconfig/model.keras", "w") as archive:
+        archive.writestr("metadata.json", "{}")
+    _tiny_model(f"{f}/run_lambda/model.keras", with_lambda=True)
+    return f
+
+
+@pytest.fixture(scope="module")
+def out(tmp_path_factory):
+    """Previously saved runs, one per recipe name: no bad input may change a byte of them."""
+    root = tmp_path_factory.mktemp("saved")
+    for name in ("classification", "sentiment", "node_classification"):
+        _write(f"{root}/{name}/labels.txt", "a\nb\n")
+        _write(f"{root}/{name}/report.json", '{"recipe": "%s"}\n' % name)
+        _tiny_model(f"{root}/{name}/model.keras")
+    return str(root)
+
+
+@pytest.fixture(scope="module")
+def readonly(tmp_path_factory):
+    """A read-only file system (a tmpfs mounted ro: chmod does not stop root)."""
+    folder = str(tmp_path_factory.mktemp("readonly"))
+    if os.system(f"mount -t tmpfs -o ro,size=64k tmpfs {folder} 2>/dev/null") != 0:
+        if os.geteuid() == 0:
+            yield None
+            return
+        os.chmod(folder, 0o555)
+    yield folder
+    os.system(f"umount {folder} 2>/dev/null")
+
+
+def _snapshot(folder):
+    found = {}
+    for d, dirs, names in os.walk(folder):
+        for n in names:
+            with open(os.path.join(d, n), "rb") as fh:
+                found[os.path.relpath(os.path.join(d, n), folder)] = hashlib.sha256(fh.read()).hexdigest()
+        found.update({os.path.relpath(os.path.join(d, n), folder): "dir" for n in dirs})
+    return found
+
+
+def _one_clear_line(text, phrases):
+    lines = [line for line in text.strip().splitlines() if line.strip()]
+    assert len(lines) == 1, text
+    assert "Traceback" not in text and "unexpected" not in lines[0], lines[0]
+    for phrase in phrases:
+        assert phrase in lines[0], (phrase, lines[0])
+    return lines[0]
+
+
+@pytest.mark.parametrize("how, what, phrases", CASES)
+def test_bad_input_gets_one_clear_line(how, what, phrases, files, out, readonly):
+    before = _snapshot(out)
+    if how == "api":
+        with pytest.raises(ToolkitError) as caught:
+            what()
+        _one_clear_line(str(caught.value), phrases)
+    else:
+        if "{readonly}" in what and readonly is None:
+            pytest.skip("cannot make a read-only folder here (not allowed to mount, and root ignores chmod)")
+        argv = [a.format(files=files, out=out, readonly=readonly) for a in what]
+        stderr, stdout = io.StringIO(), io.StringIO()
+        with redirect_stderr(stderr), redirect_stdout(stdout):
+            code = toolkit_cli.main(argv)
+        assert code == 2, (code, stderr.getvalue(), stdout.getvalue()[-2000:])
+        assert _one_clear_line(stderr.getvalue(), phrases).startswith("error: ")
+    assert _snapshot(out) == before
+    assert not [p for p in os.listdir(out) if p.startswith(".")]  # no partial folder left behind
+
+
+def test_the_suite_tries_at_least_30_kinds():
+    assert len({c.id for c in CASES}) == len(CASES) >= 30
+
+
+def test_a_full_disk_is_one_clear_line_and_the_saved_run_is_kept(files, out):
+    """A file-size limit of 1 KB stands in for a full disk (writes fail with EFBIG, as with ENOSPC)."""
+    before = _snapshot(out)
+
+    def limit():
+        resource.setrlimit(resource.RLIMIT_FSIZE, (1024, 1024))
+
+    done = run_cli(*[a.format(out=out) for a in NODE], "--data", "karate", preexec_fn=limit)
+    assert done.returncode == 2, done.stderr[-2000:]
+    line = _one_clear_line(done.stderr, ["cannot write", "File too large"])
+    assert line.startswith("error: ")
+    assert _snapshot(out) == before
+
+
+def test_a_lambda_model_loads_with_the_explicit_flag(files):
+    from toolkit import saving
+
+    model = saving.load_model(f"{files}/run_lambda/model.keras", allow_unsafe=True)
+    assert model.predict(np.zeros((1, 12, 12, 3), np.float32), verbose=0).shape == (1, 2)
+    done = run_cli("predict", "classification", f"{files}/ok.png", "--run", f"{files}/run_lambda",
+                   "--format", "keras", "--unsafe-load")  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split("\t")[1] in ("a", "b")
