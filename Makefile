@@ -37,8 +37,11 @@ benchmark: $(STAMP) data
 	$(PY) benchmarks/int8_latency.py
 	$(PY) benchmarks/sentiment.py
 	$(PY) benchmarks/node_classification.py
+	$(PY) benchmarks/translation.py
+	$(PY) benchmarks/generation.py
 	$(VENV)/bin/toolkit run node_classification
 	$(PY) benchmarks/edge_formats.py
 
 clean:
-	rm -rf $(VENV) saved_models/classification saved_models/sentiment saved_models/node_classification
+	rm -rf $(VENV) saved_models/classification saved_models/sentiment saved_models/node_classification \
+		saved_models/translation saved_models/generation

@@ -7,9 +7,9 @@ import sys
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")  # keep TensorFlow's C++ start-up chatter out of the CLI
 
 from toolkit.errors import ToolkitError, choose  # noqa: E402
-from toolkit.recipe import ArgumentParser, positive_int  # noqa: E402
+from toolkit.recipe import ArgumentParser, positive_float, positive_int  # noqa: E402
 
-RECIPES = ("classification", "sentiment", "node_classification")
+RECIPES = ("classification", "sentiment", "node_classification", "translation", "generation")
 USAGE = """usage: toolkit COMMAND ...
 
 commands:
@@ -18,6 +18,9 @@ commands:
   run RECIPE [options]                        train, export and verify a recipe (toolkit run RECIPE --help)
   predict classification IMAGE... [--run DIR] [--format F]
   predict sentiment "TEXT"... [--run DIR] [--format F]   predict with a finished run
+  generate "PROMPT" [--max-tokens N] [--sampler greedy|top_k|top_p|temperature|beam] [--run DIR]
+                                              stream a language model's continuation (generation run)
+  translate "TEXT"... [--sampler greedy|beam] [--run DIR]   translate with a translation run
   benchmark RUN_DIR... | --all [--formats F,...] [--threads 1,2] [--floor POINTS]
                                               every export format: status, size, metric, latency
 """
@@ -81,6 +84,62 @@ def cmd_predict(argv):
     return 0
 
 
+def _decoding_parser(prog, recipe, default_sampler):
+    p = ArgumentParser(prog=prog)
+    p.add_argument("--run", default=os.path.join("saved_models", recipe), help="run folder")
+    p.add_argument("--format", default="tflite_fp32", help="keras, tflite_fp32 or tflite_dynamic")
+    p.add_argument("--sampler", default=default_sampler, help="greedy, top_k, top_p, temperature or beam")
+    p.add_argument("--temperature", type=positive_float, default=1.0)
+    p.add_argument("--top-k", type=positive_int, default=10)
+    p.add_argument("--top-p", type=positive_float, default=0.9)
+    p.add_argument("--beams", type=positive_int, default=4)
+    p.add_argument("--seed", type=int, default=None)
+    return p
+
+
+def _sampler(args):
+    from toolkit.tasks import decoding
+
+    if args.top_p > 1:
+        raise ToolkitError(f"--top-p must be in (0, 1], got {args.top_p}")
+    return decoding.make_sampler(args.sampler, args.temperature, args.top_k, args.top_p, args.beams, args.seed)
+
+
+def cmd_generate(argv):
+    p = _decoding_parser("toolkit generate", "generation", "top_p")
+    p.add_argument("prompt", help="the text to continue (quote it)")
+    p.add_argument("--max-tokens", type=positive_int, default=50, help="WordPieces to generate")
+    args = p.parse_args(argv)
+    sampler = _sampler(args)
+    from toolkit.generate import Generator
+
+    generator = Generator(args.run, args.format)
+    sys.stdout.write(args.prompt)
+    sys.stdout.flush()
+
+    def write(text):
+        sys.stdout.write(("" if not text or text[0] in ",.;:!?)-_'" else " ") + text if write.first else text)
+        write.first = False
+        sys.stdout.flush()
+
+    write.first = True
+    generator(args.prompt, args.max_tokens, sampler, write)
+    print()
+    return 0
+
+
+def cmd_translate(argv):
+    p = _decoding_parser("toolkit translate", "translation", "greedy")
+    p.add_argument("texts", nargs="+", help="source texts (quote each one)")
+    args = p.parse_args(argv)
+    sampler = None if args.sampler == "greedy" else _sampler(args)
+    from toolkit.generate import Translator
+
+    for text, translated in zip(args.texts, Translator(args.run, args.format)(args.texts, sampler)):
+        print(f"{text}\t{translated}")
+    return 0
+
+
 def _int_list(text):
     try:
         values = [int(t) for t in text.split(",")]
@@ -130,7 +189,8 @@ def cmd_benchmark(argv):
     return 0
 
 
-COMMANDS = {"backbones": cmd_backbones, "run": cmd_run, "predict": cmd_predict, "benchmark": cmd_benchmark}
+COMMANDS = {"backbones": cmd_backbones, "run": cmd_run, "predict": cmd_predict, "benchmark": cmd_benchmark,
+            "generate": cmd_generate, "translate": cmd_translate}  # fmt: skip
 
 
 def import_frameworks_quietly():
