@@ -25,13 +25,14 @@ from toolkit.export.run_folder import RunFolder
 from toolkit.metrics import language_model as lm_metrics
 from toolkit.tasks import language_model
 
-DEFAULTS = dict(data="pydoc", backbone="causal_rnn", epochs=20, batch_size=64, learning_rate=3e-3, patience=3)
+DEFAULTS = dict(data="pydoc", backbone="causal_rnn", epochs=10, batch_size=128, learning_rate=5e-3, patience=2)
+BACKBONE_DEFAULTS = {"width": 256, "dropout": 0.2}  # for causal_rnn; --backbone-option overrides
 
 
 def parse_args(argv=None):
     p = recipe.parser("generation", __doc__.splitlines()[0], **DEFAULTS)
     p.add_argument("--sequence-length", type=recipe.positive_int, default=64, help="tokens per training window")
-    p.add_argument("--stride", type=recipe.positive_int, default=16, help="training windows start this far apart")
+    p.add_argument("--stride", type=recipe.positive_int, default=8, help="training windows start this far apart")
     p.add_argument("--vocabulary-size", type=recipe.positive_int, default=2000, help="at most this many WordPieces")
     p.add_argument("--ngram-orders", default="2,3,4,5", help="Kneser-Ney orders tried; the best on validation is kept")
     p.add_argument("--prompts", type=recipe.positive_int, default=20, help="test prompts for the greedy check")
@@ -44,6 +45,8 @@ def main(argv=None):
     args = parse_args(argv)
     keras.utils.set_random_seed(args.seed)
     options = recipe.backbone_options(args.backbone_option, args.backbone)
+    if args.backbone == "causal_rnn":
+        options = {**BACKBONE_DEFAULTS, **options}
     orders = _orders(args.ngram_orders)
 
     # Data: paragraphs per split; the vocabulary from the training text only; windows of each stream.

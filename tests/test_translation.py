@@ -137,3 +137,34 @@ def test_bad_translation_options_are_named(tmp_path):
     _fails_with(run_cli("run", "translation", "--data", f"tsv:{tmp_path / 'none.tsv'}"), "no such file")
     _fails_with(run_cli("run", "translation", "--data", "numbers_de"), "unknown translation data source")
     _fails_with(run_cli("translate", "one", "--run", str(tmp_path)), "encoder_fp32.tflite not found")
+
+
+@pytest.mark.cross_backend
+@pytest.mark.parametrize("backend", ["jax", "torch"])
+def test_step_model_matches_the_teacher_forced_model_on_other_backends(backend):
+    """The decoder step built by at_length (same weights, length 1) and Luong attention agree with the
+    whole teacher-forced model on jax and torch too (untrained weights: exact graph equivalence)."""
+    from tests.conftest import run_python
+
+    out = run_python(
+        """
+import numpy as np
+from toolkit.tasks import decoding, translation
+model = translation.build(8, 6, 40, 30, encoder_options={"width": 8, "embedding_dim": 8},
+                          decoder_options={"width": 16, "embedding_dim": 8})
+rng = np.random.default_rng(0)
+source = rng.integers(4, 40, (5, 8)).astype("int32")
+source[:, 6:] = 0
+engines = {k: decoding.keras_engine(m) for k, m in translation.parts(model).items()}
+greedy = translation.translate(engines, source, 5)
+target = np.concatenate([np.full((5, 1), translation.START), greedy], 1).astype("int32")
+logits = np.asarray(model.predict({"source_tokens": source, "target_tokens": target}, verbose=0))
+forced = logits.argmax(-1)[:, :5]
+for row, f in zip(greedy, forced):
+    n = list(row).index(translation.END) + 1 if translation.END in row else len(row)
+    assert (row[:n] == f[:n]).all(), (row, f)
+print("ok")
+""",
+        backend=backend,
+    )
+    assert out.strip().endswith("ok")

@@ -111,8 +111,10 @@ def cmd_generate(argv):
     p.add_argument("--max-tokens", type=positive_int, default=50, help="WordPieces to generate")
     args = p.parse_args(argv)
     sampler = _sampler(args)
+    from toolkit.data.text import check_text
     from toolkit.generate import Generator
 
+    check_text(args.prompt, "prompt")  # before it is echoed
     generator = Generator(args.run, args.format)
     sys.stdout.write(args.prompt)
     sys.stdout.flush()
