@@ -168,3 +168,13 @@ print("ok")
         backend=backend,
     )
     assert out.strip().endswith("ok")
+
+
+def test_benchmark_all_names_and_leaves_out_decoder_runs(tmp_path):
+    run = tmp_path / "translation"
+    run.mkdir()
+    (run / "report.json").write_text(json.dumps({"recipe": "translation", "metric": "bleu"}))
+    np.savez(run / "test_data.npz", keras_outputs=np.zeros((1, 2), np.int32))
+    done = run_cli("benchmark", "--all", "--output", str(tmp_path))
+    assert "not benchmarked (decoder runs" in done.stdout and str(run) in done.stdout
+    _fails_with(done, "needs a run folder")
