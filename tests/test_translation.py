@@ -20,6 +20,7 @@ def test_number_corpus_is_split_by_value_and_round_trips_through_the_tokenizer()
     train = set(data.train[0])
     assert not train & set(data.test[0]) and not train & set(data.validation[0])
     assert "neuf mille quatre cent quatre-vingt-dix-sept" in data.train[1] + data.validation[1] + data.test[1]
+    data.train = (data.train[0][:4000], data.train[1][:4000])  # a slice keeps the test quick
     source_vocabulary, target_vocabulary = translation.vocabularies(data, 400, 400)
     assert target_vocabulary[:4] == ["[PAD]", "[UNK]", "[START]", "[END]"]
     _, target_tokenizer = translation.tokenizers(source_vocabulary, target_vocabulary, 18)
@@ -31,7 +32,8 @@ def test_number_corpus_is_split_by_value_and_round_trips_through_the_tokenizer()
 def test_bleu_chrf_and_exact_match_come_from_sacrebleu():
     from toolkit.metrics.translation import score
 
-    perfect = score(["vingt et un", "cent deux"], ["vingt et un", "cent deux"])
+    references = ["quatre mille six cent vingt et un", "deux mille trois cent quarante-six"]
+    perfect = score(references, references)
     assert perfect == {"bleu": pytest.approx(100.0), "chrf": pytest.approx(100.0), "exact_match": 1.0}
     half = score(["quatre mille six cent vingt et un", "deux mille trois cent quarante-cinq"],
                  ["quatre mille six cent vingt et un", "deux mille trois cent quarante-six"])  # fmt: skip
@@ -44,7 +46,7 @@ def test_bad_sentence_pair_files_are_named(tmp_path):
 
     cases = {
         b"one\tun\ntwo deux\n": "line 2: expected source<TAB>target",
-        b"one\tun\n\t\n": "line 2 column 1: the text is empty",
+        b"one\tun\n \tdeux\n": "line 2 column 1: the text is empty",
         b"one\tun\ncaf\xe9\tcafe\n": "line 2: not valid UTF-8 (byte 0xe9)",
     }
     for i, (content, message) in enumerate(cases.items()):
@@ -66,7 +68,7 @@ def translation_run(tmp_path_factory):
     (folder / "pairs.tsv").write_text("\n".join(rows[:600]) + "\n")
     argv = [
         "--data", f"tsv:{folder / 'pairs.tsv'}", "--source-length", "10", "--target-length", "10",
-        "--vocabulary-size", "200", "--epochs", "3", "--batch-size", "32", "--learning-rate", "1e-2",
+        "--vocabulary-size", "200", "--epochs", "6", "--batch-size", "16", "--learning-rate", "1e-2",
         "--backbone-option", "width=16", "--backbone-option", "embedding_dim=16", "--decoder-option", "width=32",
         "--decoder-option", "embedding_dim=16", "--beam-size", "2", "--output", str(folder / "out"), "--verbose", "0",
     ]  # fmt: skip
@@ -79,7 +81,8 @@ def test_translation_learns_and_litert_greedy_decoding_matches_keras(translation
     formats = result["formats"]
     assert result["metric"] == "bleu" and result["split_sizes"]["test"] > 30
     assert os.path.isfile(os.path.join(run, "training_curves.png"))
-    assert result["formats"]["keras"]["bleu"] > 5, formats["keras"]  # 3 epochs of a tiny model: learning, not done
+    # 6 short epochs of a tiny model: learning, not done (untrained, chrF is about 14 and BLEU 0)
+    assert formats["keras"]["chrf"] > 30 and formats["keras"]["bleu"] > 0, formats["keras"]
     assert formats["tflite_fp32"]["identical_to_keras"] == 1.0, formats["tflite_fp32"]
     assert formats["tflite_fp32"]["bleu"] == pytest.approx(formats["keras"]["bleu"])
     assert formats["tflite_fp32"]["latency_ms"] > 0 and set(formats["tflite_fp32"]["part_latency_ms"]) == {
@@ -91,7 +94,7 @@ def test_translation_learns_and_litert_greedy_decoding_matches_keras(translation
         report = json.load(f)
     with open(os.path.join(run, "report.md")) as f:
         assert report["samples"] and "Sample outputs" in f.read()
-    assert 0 <= report["beam_search"]["bleu"] <= 100 and report["epochs_run"] == 3
+    assert 0 <= report["beam_search"]["bleu"] <= 100 and report["epochs_run"] == 6
 
 
 @pytest.mark.slow
