@@ -92,8 +92,8 @@ def detokenize(vocabulary, ids, stop_ids=()):
         if i <= 0 or i >= len(vocabulary) or vocabulary[i] in RESERVED_TOKENS + SEQUENCE_TOKENS:
             continue
         piece = vocabulary[i]
-        if piece.startswith("##") and words:
-            words[-1] += piece[2:]
+        if piece.startswith("##"):  # a continuation (of the prompt's last word, when it comes first)
+            words[-1:] = [(words[-1] if words else "") + piece[2:]]
         else:
             words.append(piece)
     text = _JOINED.sub(r"\1", " ".join(words))
