@@ -39,6 +39,17 @@ def main(argv):
          f"{fp32['identical_to_keras']:.2f} of prompts", fp32["identical_to_keras"] == 1.0),
         ("LiteRT per-token decode latency recorded", f"{fp32['latency_ms']:.3f} ms/token (batch 1)", True),
     ]  # fmt: skip
+    notes = []
+    if ratio > 0.8:
+        history = report.get("validation_loss", [])
+        notes.append(
+            f"Perplexity target not met in this run ({report['epochs_run']} epochs of the recipe's {args.epochs}; "
+            f"validation loss by epoch {', '.join(f'{v:.3f}' for v in history)}). What would reach it, not measured "
+            "here: more epochs at the default (10) on an uncontended CPU, a wider or deeper GRU, and evaluating with "
+            "the state carried across windows (both models are limited to in-window context here). pydoc's text "
+            "repeats whole phrases, which a high-order Kneser-Ney recalls exactly (see its validation perplexity "
+            "by order)."
+        )
     by_order = ", ".join(f"{n}: {p:.2f}" for n, p in baseline["validation_perplexity_by_order"].items())
     body = "\n".join(
         [
@@ -68,6 +79,8 @@ def main(argv):
             "| prompt | greedy continuation (LiteRT = Keras) |",
             "|---|---|",
             *[f"| {s['prompt']} | {s['greedy continuation']} |".replace("\n", " ") for s in report["samples"][:4]],
+            "",
+            *notes,
         ]
     )
     update_section("generation", body)

@@ -64,6 +64,18 @@ def main(argv):
             f"Beam search (KerasHub BeamSampler, {beam['beam_size']} beams, Keras): BLEU {beam['bleu']:.2f}, "
             f"chrF {beam['chrf']:.2f}, exact match {beam['exact_match']:.4f}.",
             "",
+            *(
+                [
+                    f"Training-time target not met in this run: {report['epochs_run']} epochs (early stopping, "
+                    f"patience {report.get('patience', '?')}) took {report['train_seconds']:.0f} s with the 2 cores "
+                    "shared with other training jobs (this one at nice 19). Validation loss by epoch: "
+                    + ", ".join(f"{v:.4f}" for v in report.get("validation_loss", []))
+                    + ". An uncontended run, or fewer epochs (--epochs), may meet it; not measured here.",
+                    "",
+                ]
+                if report["train_seconds"] > 600
+                else []
+            ),
             "| source | reference | greedy (LiteRT = Keras) |",
             "|---|---|---|",
             samples,

@@ -98,6 +98,7 @@ def main(argv=None):
             baselines={"kneser_ney": {"order": best, "validation_perplexity_by_order": ngram_validation,
                                       "perplexity": ngram_test}},
             perplexity_vs_baseline=formats["keras"][language_model.METRIC] / ngram_test - 1,
+            validation_loss=[float(v) for v in history["val_loss"]], patience=args.patience,
             samples=samples,
         )  # fmt: skip
         report.write_report(run.path, result)

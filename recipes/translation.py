@@ -85,6 +85,7 @@ def main(argv=None):
             decoder=args.decoder, decoder_options=decoder_options, dataset=data.source,
             languages=list(data.languages), split_sizes=data.sizes, source_length=args.source_length,
             target_length=args.target_length, vocabulary_sizes=[len(source_vocabulary), len(target_vocabulary)],
+            validation_loss=[float(v) for v in history["val_loss"]], patience=args.patience,
             beam_search={"beam_size": args.beam_size, **beam_metrics}, samples=samples,
         )  # fmt: skip
         report.write_report(run.path, result)
