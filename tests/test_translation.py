@@ -81,8 +81,9 @@ def test_translation_learns_and_litert_greedy_decoding_matches_keras(translation
     formats = result["formats"]
     assert result["metric"] == "bleu" and result["split_sizes"]["test"] > 30
     assert os.path.isfile(os.path.join(run, "training_curves.png"))
-    # 6 short epochs of a tiny model: learning, not done (untrained, chrF is about 14 and BLEU 0)
-    assert formats["keras"]["chrf"] > 30 and formats["keras"]["bleu"] > 0, formats["keras"]
+    # 6 short epochs of a tiny model: learning, not done (untrained: chrF about 14, no exact match). BLEU is
+    # not asserted: on phrases of 1-4 words it is 0 until whole 4-grams come out right.
+    assert formats["keras"]["chrf"] > 30 and formats["keras"]["exact_match"] > 0.05, formats["keras"]
     assert formats["tflite_fp32"]["identical_to_keras"] == 1.0, formats["tflite_fp32"]
     assert formats["tflite_fp32"]["bleu"] == pytest.approx(formats["keras"]["bleu"])
     assert formats["tflite_fp32"]["latency_ms"] > 0 and set(formats["tflite_fp32"]["part_latency_ms"]) == {
