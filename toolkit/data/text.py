@@ -95,19 +95,19 @@ def split_by_text(records, validation_fraction=0.1, test_fraction=0.1):
     for key, labels in labels_of.items():
         if len(labels) != 1:
             continue
-        bucket = zlib.crc32(key.encode("utf-8")) % 1000 / 1000
-        split = (
-            "test"
-            if bucket < test_fraction
-            else "validation"
-            if bucket < test_fraction + validation_fraction
-            else "train"
-        )
-        splits[split].append((first[key], labels.pop()))
+        splits[split_of(key, validation_fraction, test_fraction)].append((first[key], labels.pop()))
     for name, items in splits.items():
         if not items:
             raise ToolkitError(f"{len(records)} texts are too few to split: the {name} split is empty")
     return splits
+
+
+def split_of(key, validation_fraction=0.1, test_fraction=0.1):
+    """The split a (normalised) key falls in, by its hash: deterministic, the same on every machine."""
+    bucket = zlib.crc32(key.encode("utf-8")) % 1000 / 1000
+    if bucket < test_fraction:
+        return "test"
+    return "validation" if bucket < test_fraction + validation_fraction else "train"
 
 
 def read_table(path, kind, text_column="text", label_column="label", class_names=None):

@@ -128,7 +128,10 @@ def _match_names(given, signature_names):
     """Our input names -> the runtime's (which may carry a prefix or suffix such as serving_default_...:0)."""
     found = {}
     for name in given:
-        matches = [s for s in signature_names if s == name] or [s for s in signature_names if name in s]
+        matches = (
+            [s for s in signature_names if s in (name, f"serving_default_{name}:0")]  # "tokens" vs "source_tokens"
+            or [s for s in signature_names if name in s]
+        )
         if len(matches) != 1:
             raise ToolkitError(f"input {name!r} does not match one of {sorted(signature_names)}")
         found[name] = matches[0]

@@ -151,6 +151,10 @@ def export_formats_any_backend(run_dir, task, threads=2):
 def export_formats(run_dir, task, threads=2):
     """TensorFlow backend: SavedModel and LiteRT files from model.keras, each verified."""
     module = task_module(task)
+    if hasattr(module, "parts"):  # a decoder: its parts are exported, its decoding loop verified
+        from toolkit.export import decoding
+
+        return decoding.export_formats(run_dir, module, threads)
     model, inputs, calibration, labels, reference = load_test_data(run_dir)
     saved_model_dir = os.path.join(run_dir, "saved_model")
     litert.export_saved_model(model, saved_model_dir)

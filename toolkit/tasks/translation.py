@@ -1,0 +1,150 @@
+"""Translation: an encoder-decoder with Luong attention on the shared text backbones.
+
+    source ids (B, S) -> encoder backbone (bidirectional: `birnn`, or `transformer`) -> memory (B, S, M)
+    memory -> attention keys (Dense, once) ; pooled -> bridge (Dense, tanh) -> decoder's initial state
+    target ids (B, T) = [START] y1 .. yn -> causal decoder backbone (`causal_rnn`) -> (B, T, D)
+    each decoder output attends over the memory -> tanh(W [h; context]) -> logits (B, T, V)
+
+Trained teacher-forced with plain `model.fit` (labels y1 .. yn [END], padding ignored). Attention
+comes after the recurrence (Luong), so the decoder backbone is used unchanged and one decoder step
+is the same graph at target length 1: `parts(model)` gives the encoder and the decoder step, with
+the recurrent state and the encoder's memory as explicit inputs and the new state, the logits and
+the attention context as outputs. These are what LiteRT runs; `translate` is the decoding loop.
+"""
+
+import keras
+import numpy as np
+
+from toolkit import backbones
+from toolkit.backbones.text.layers import PaddingMask
+from toolkit.data import tokenizer
+from toolkit.errors import ToolkitError
+from toolkit.heads.sequence import LuongAttention, attentional_logits
+from toolkit.metrics import translation as translation_metrics
+from toolkit.tasks import decoding
+
+METRIC = "bleu"
+LITERT_FORMATS = ("tflite_fp32", "tflite_dynamic")
+PARTS = ("encoder", "decoder_step")
+STEP_PART = "decoder_step"  # run once per output token
+START, END = 2, 3  # tokenizer.SEQUENCE_TOKENS follow [PAD], [UNK] in the target vocabulary
+
+
+def build(
+    source_length=24,
+    target_length=24,
+    source_vocabulary_size=1000,
+    target_vocabulary_size=1000,
+    encoder="birnn",
+    decoder="causal_rnn",
+    encoder_options=None,
+    decoder_options=None,
+):
+    """{"source_tokens": (B, S), "target_tokens": (B, T)} -> next-token logits (B, T, V)."""
+    for name in (encoder, decoder):
+        backbones.require_kind(name, "text")
+    encoder_model = backbones.get(encoder, (source_length,), vocabulary_size=source_vocabulary_size,
+                                  **(encoder_options or {}))  # fmt: skip
+    if len(encoder_model.inputs) != 1:
+        raise ToolkitError(f"encoder {encoder!r} takes recurrent state; use a bidirectional or encoder backbone")
+    decoder_model = backbones.get(decoder, (target_length,), vocabulary_size=target_vocabulary_size,
+                                  **(decoder_options or {}))  # fmt: skip
+    state_inputs = [t for t in decoder_model.inputs if t.name.startswith("state_")]
+    if not state_inputs:
+        raise ToolkitError(f"decoder {decoder!r} has no recurrent state; use a causal backbone (causal_rnn)")
+    # Named wrappers over the same layers: parts() finds them again in a loaded model.
+    encoder_model = keras.Model(encoder_model.input, encoder_model.output, name="encoder")
+    decoder_model = keras.Model(decoder_model.input, decoder_model.output, name="decoder")
+
+    source = keras.Input((source_length,), dtype="int32", name="source_tokens")
+    target = keras.Input((target_length,), dtype="int32", name="target_tokens")
+    encoded = encoder_model(source)
+    memory = keras.layers.Identity(name="memory")(encoded["sequence"])
+    width = decoder_model.output["sequence"].shape[-1]
+    keys = keras.layers.Dense(width, use_bias=False, name="attention_keys")(memory)
+    states = {t.name: keras.layers.Dense(t.shape[-1], activation="tanh", name=f"bridge_{t.name}")(encoded["pooled"])
+              for t in state_inputs}  # fmt: skip
+    decoded = decoder_model({"tokens": target, **states})
+    source_mask = PaddingMask(name="source_mask")(source)
+    context = LuongAttention(name="attention")([decoded["sequence"], keys, memory, source_mask])
+    logits = attentional_logits(decoded["sequence"], context, width, target_vocabulary_size)
+    return keras.Model({"source_tokens": source, "target_tokens": target}, logits, name="translator")
+
+
+def compile(model, learning_rate=3e-3, total_steps=1000, warmup_fraction=0.05):
+    """Adam with warm-up and cosine decay; cross-entropy on logits, padding (id 0) ignored."""
+    warmup = max(1, int(total_steps * warmup_fraction))
+    schedule = keras.optimizers.schedules.CosineDecay(
+        learning_rate / 10, max(1, total_steps - warmup), warmup_target=learning_rate, warmup_steps=warmup
+    )
+    model.compile(
+        optimizer=keras.optimizers.Adam(schedule, clipnorm=1.0),
+        loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True, ignore_class=0),
+    )
+    return model
+
+
+def parts(model):
+    """{"encoder": source ids -> memory, keys, initial states; "decoder_step": one token -> logits,
+    new states, attention context}: the trained model's own layers and weights."""
+    source = next(t for t in model.inputs if t.name == "source_tokens")
+    decoder = model.get_layer("decoder")
+    names = decoding.state_names(decoder)
+    memory, keys = model.get_layer("memory").output, model.get_layer("attention_keys").output
+    initial = {name: model.get_layer(f"bridge_{name}").output for name in names}
+    encoder = keras.Model({"source_tokens": source}, {"memory": memory, "keys": keys, **initial}, name="encoder")
+
+    step_decoder = decoding.at_length(decoder, 1)
+    inputs = {
+        "tokens": keras.Input((1,), dtype="int32", name="tokens"),
+        **{name: keras.Input(tuple(initial[name].shape[1:]), name=name) for name in names},
+        "memory": keras.Input(tuple(memory.shape[1:]), name="memory"),
+        "keys": keras.Input(tuple(keys.shape[1:]), name="keys"),
+        "source_tokens": keras.Input(tuple(source.shape[1:]), dtype="int32", name="source_tokens"),
+    }
+    out = step_decoder({"tokens": inputs["tokens"], **{name: inputs[name] for name in names}})
+    source_mask = PaddingMask(name="source_mask")(inputs["source_tokens"])
+    context = model.get_layer("attention")([out["sequence"], inputs["keys"], inputs["memory"], source_mask])
+    x = model.get_layer("decoder_and_context")([out["sequence"], context])
+    logits = model.get_layer("logits")(model.get_layer("attention_combine")(x))
+    outputs = {
+        "logits": keras.ops.squeeze(logits, 1),
+        **{name: out[name] for name in names},
+        "context": keras.ops.squeeze(context, 1),
+    }
+    return {"encoder": encoder, "decoder_step": keras.Model(inputs, outputs, name="decoder_step")}
+
+
+def translate(engines, source_tokens, max_length, batch_size=256, sampler=None):
+    """Token ids (N, max_length) for source ids (N, S): the greedy reference loop, or a KerasHub
+    sampler (e.g. beam search) on the same engines; the encoder runs once per batch."""
+    encoder, step = engines["encoder"], engines["decoder_step"]
+    outputs = []
+    for i in range(0, len(source_tokens), batch_size):
+        source = np.asarray(source_tokens[i : i + batch_size], np.int32)
+        encoded = encoder({"source_tokens": source})
+        names = [k for k in step.specs if k.startswith("state_")]
+        state = {k: encoded[k] for k in names}
+        constants = {"memory": encoded["memory"], "keys": encoded["keys"], "source_tokens": source}
+        start = np.full((len(source), 1), START, np.int32)
+        if sampler is None:
+            outputs.append(decoding.greedy(step, state, start[:, 0], max_length, constants, stop_id=END))
+        else:
+            outputs.append(decoding.sample(step, state, start, max_length, sampler, constants, stop_id=END))
+    return np.concatenate(outputs)
+
+
+def texts(token_ids, vocabulary):
+    return [tokenizer.detokenize(vocabulary, ids, stop_ids=(END,)) for ids in token_ids]
+
+
+def evaluate(engines, data):
+    """(metrics, decoded ids) on a stored test split {"source_tokens", "references", "vocabulary",
+    "max_length"}: greedy decoding, detokenised, scored with sacrebleu."""
+    decoded = translate(engines, data["source_tokens"], int(data["max_length"]))
+    vocabulary = [str(v) for v in data["vocabulary"]]
+    return score(decoded, [str(r) for r in data["references"]], vocabulary), decoded
+
+
+def score(token_ids, references, vocabulary):
+    return translation_metrics.score(texts(token_ids, vocabulary), references)
