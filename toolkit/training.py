@@ -223,6 +223,9 @@ def distribute(enabled=True):
     backend = keras.backend.backend()
     count = int(os.environ.get(CPU_DEVICES_ENV, "0") or 0)
     if backend == "jax":
+        flag = f"--xla_force_host_platform_device_count={count}"
+        if count and flag not in os.environ.get("XLA_FLAGS", ""):  # read when jax first looks for devices
+            os.environ["XLA_FLAGS"] = f"{os.environ.get('XLA_FLAGS', '')} {flag}".strip()
         import jax
 
         devices = jax.devices()
