@@ -78,6 +78,11 @@ def max_abs_diff(outputs, reference):
     return float(np.max(np.abs(np.asarray(outputs, np.float64) - np.asarray(reference, np.float64))))
 
 
+def compare(module, outputs, reference):
+    """A task's own agreement figures beside max abs diff (segmentation: the fraction of differing pixels)."""
+    return module.compare(outputs, reference) if hasattr(module, "compare") else {}
+
+
 def all_finite(outputs):
     values = outputs.values() if isinstance(outputs, dict) else [outputs]
     return all(np.isfinite(np.asarray(v, np.float64)).all() for v in values)
@@ -103,7 +108,8 @@ def finish_run(run_dir, model, task, test_inputs, test_labels, calibration_input
     }
     np.savez(
         os.path.join(run_dir, VERIFY_FILE),
-        labels=test_labels,
+        **({f"labels__{k}": v for k, v in test_labels.items()} if isinstance(test_labels, dict)
+           else {"labels": test_labels}),
         **({f"keras_outputs__{k}": v for k, v in outputs.items()} if isinstance(outputs, dict)
            else {"keras_outputs": outputs}),
         **{f"input__{k}": _compact(v) for k, v in test_inputs.items()},
@@ -165,7 +171,8 @@ def load_test_data(run_dir):
     model = keras.saving.load_model(os.path.join(run_dir, "model.keras"), safe_mode=True)
     inputs, calibration = as_inputs(model, _saved(data, "input__")), as_inputs(model, _saved(data, "calibration__"))
     reference = data["keras_outputs"] if "keras_outputs" in data.files else _saved(data, "keras_outputs__")
-    return model, inputs, calibration, data["labels"], reference
+    labels = data["labels"] if "labels" in data.files else _saved(data, "labels__")  # one array, or a dict by head
+    return model, inputs, calibration, labels, reference
 
 
 def saved_model_format(saved_model_dir, module, inputs, labels, reference):
@@ -186,6 +193,7 @@ def saved_model_format(saved_model_dir, module, inputs, labels, reference):
         "latency_p90_ms": p90,
         "size_bytes": litert.size_bytes(saved_model_dir),
         "max_abs_diff": max_abs_diff(outputs, reference),
+        **compare(module, outputs, reference),
     }
 
 
@@ -209,6 +217,7 @@ def litert_format(run_dir, module, name, saved_model_dir, inputs, calibration, l
         "latency_p90_ms": p90,
         "size_bytes": litert.size_bytes(path),
         "max_abs_diff": max_abs_diff(outputs, reference),
+        **compare(module, outputs, reference),
         "threads": threads[0],
     }
     if len(threads) > 1:
