@@ -18,7 +18,7 @@ from toolkit.export.run_folder import write_atomic
 FORMATS = ("saved_model", "tflite_fp32", "tflite_fp16", "tflite_dynamic", "tflite_int8", "tflite_int8io")
 RECIPE_TASKS = {"classification": "classification", "sentiment": "text_classification",
                 "node_classification": "node_classification", "detection": "detection",
-                "segmentation": "segmentation"}  # fmt: skip
+                "segmentation": "segmentation", "multitask": "multitask"}  # fmt: skip
 
 
 def load_run(run_dir):

@@ -36,9 +36,17 @@ def segmentation_head(features, num_classes, channels=64, depth=2, upsample=4, n
 @keras.saving.register_keras_serializable(package="toolkit")
 class ClassMap(layers.Layer):
     """(B, H, W, classes) scores -> (B, H, W) uint8 class ids: the arg-max a device would otherwise
-    run itself. ARG_MAX and CAST are LiteRT builtins (int8 included), so it stays in the file."""
+    run itself. ARG_MAX and CAST are LiteRT builtins (int8 included), so it stays in the file.
+
+    On TensorFlow this calls tf.argmax itself: keras.ops.argmax on floats first maps -0.0 to -tiny
+    (a JAX flush-to-zero fix, keras/src/backend/tensorflow/numpy.py argmax), computing the sign bit
+    with tf.BitwiseAnd, which has no builtin LiteRT kernel; -0.0 against 0.0 never decides a class."""
 
     def call(self, scores):
+        if keras.backend.backend() == "tensorflow":
+            import tensorflow as tf
+
+            return tf.cast(tf.argmax(scores, axis=-1, output_type=tf.int32), tf.uint8)
         return ops.cast(ops.argmax(scores, axis=-1), "uint8")
 
     def compute_output_spec(self, scores):
