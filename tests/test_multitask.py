@@ -94,6 +94,11 @@ def test_heads_are_checked_and_one_head_is_a_single_task_model():
         multitask.check_heads(["detection", "depth"])
     with pytest.raises(ToolkitError, match="at least one head"):
         multitask.check_heads([])
+    from toolkit.export import pipeline
+
     model = tiny_multitask(("classification",))
     assert set(model.output) == {"presence"}
     assert set(multitask.inference_model(model).output) == {"presence"}
+    # int8 keeps the detection decoder in float only where there is one to keep
+    assert pipeline.float_layers_of(multitask, multitask.inference_model(model)) == ()
+    assert pipeline.float_layers_of(multitask, multitask.inference_model(tiny_multitask())) == ("decoder",)

@@ -53,7 +53,8 @@ def benchmark(run_dir, formats=FORMATS, threads=(1, 2), floor=None):
                 entry = pipeline.saved_model_format(saved_model_dir, module, inputs, labels, reference)
             else:
                 entry = pipeline.litert_format(
-                    run_dir, module, name, saved_model_dir, inputs, calibration, labels, reference, threads
+                    run_dir, module, name, saved_model_dir, inputs, calibration, labels, reference, threads,
+                    pipeline.float_layers_of(module, model),
                 )
         except Exception as e:  # a format that cannot be made or run is a row, not a crash
             lines = [line for line in str(e).strip().splitlines() if line.strip()] or [type(e).__name__]

@@ -159,7 +159,7 @@ def export_formats(run_dir, task, threads=2):
     formats = {"saved_model": saved_model_format(saved_model_dir, module, inputs, labels, reference)}
     for name in litert_formats(module):
         formats[name] = litert_format(run_dir, module, name, saved_model_dir, inputs, calibration, labels, reference,
-                                      (threads,))  # fmt: skip
+                                      (threads,), float_layers_of(module, model))  # fmt: skip
     return formats
 
 
@@ -197,10 +197,17 @@ def saved_model_format(saved_model_dir, module, inputs, labels, reference):
     }
 
 
-def litert_format(run_dir, module, name, saved_model_dir, inputs, calibration, labels, reference, threads=(2,)):
+def float_layers_of(module, model):
+    """The task's FLOAT_LAYERS that `model` has (a multi-task model without its detection head has no decoder)."""
+    names = {layer.name for layer in model.layers}
+    return tuple(layer for layer in getattr(module, "FLOAT_LAYERS", ()) if layer in names)
+
+
+def litert_format(run_dir, module, name, saved_model_dir, inputs, calibration, labels, reference, threads=(2,),
+                  float_layers=None):  # fmt: skip
     """Converts one LiteRT format, scores it on the whole test split, times batch-1 latency per thread count."""
     path = os.path.join(run_dir, tflite_file(name))
-    float_layers = getattr(module, "FLOAT_LAYERS", ())
+    float_layers = getattr(module, "FLOAT_LAYERS", ()) if float_layers is None else float_layers
     write_atomic(path, litert.convert(saved_model_dir, name.split("_", 1)[1], feed(calibration), float_layers))
     runtime = litert.LiteRTModel(path, threads=threads[0])
     outputs = runtime.predict(feed(inputs))
