@@ -60,7 +60,7 @@ def exported_run(tmp_path_factory):
 def test_one_backbone_learns_every_head_jointly(exported_run):
     _, history, formats, _ = exported_run
     for key in ("heatmap_loss", "edges_loss", "segmentation_loss", "presence_loss"):
-        assert history[key][-1] < 0.7 * history[key][0], (key, history[key])
+        assert history[key][-1] < 0.8 * history[key][0], (key, history[key])  # every head's loss falls
     keras_row = formats["keras"]
     assert keras_row["miou"] > 0.4 and keras_row["map50"] > 0.2 and keras_row["presence_accuracy"] > 0.8, keras_row
     assert keras_row["mean_head_score"] == pytest.approx(
