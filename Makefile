@@ -39,6 +39,8 @@ benchmark: $(STAMP) data
 	$(PY) benchmarks/node_classification.py
 	$(VENV)/bin/toolkit run node_classification
 	$(PY) benchmarks/edge_formats.py
+	$(PY) benchmarks/segmentation.py
+	$(PY) benchmarks/multitask.py --reuse
 
 clean:
 	rm -rf $(VENV) saved_models/classification saved_models/sentiment saved_models/node_classification
