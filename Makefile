@@ -42,10 +42,12 @@ benchmark: $(STAMP) data
 	$(PY) benchmarks/generation.py
 	$(VENV)/bin/toolkit run node_classification
 	$(PY) benchmarks/edge_formats.py
+	$(PY) benchmarks/segmentation.py
+	$(PY) benchmarks/multitask.py --reuse
 	$(PY) benchmarks/memory.py
 	$(PY) benchmarks/reliability.py
 
 clean:
 	rm -rf $(VENV) saved_models/classification saved_models/sentiment saved_models/node_classification \
 		saved_models/detection saved_models/detection_transfer saved_models/classification_for_detection \
-		saved_models/translation saved_models/generation
+		saved_models/translation saved_models/generation saved_models/segmentation saved_models/multitask

@@ -9,7 +9,10 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")  # keep TensorFlow's C++ star
 from toolkit.errors import ToolkitError, choose  # noqa: E402
 from toolkit.recipe import ArgumentParser, positive_float, positive_int  # noqa: E402
 
-RECIPES = ("classification", "sentiment", "node_classification", "detection", "translation", "generation")
+RECIPES = (
+    "classification", "sentiment", "node_classification", "detection", "segmentation", "multitask",
+    "translation", "generation",
+)  # fmt: skip
 USAGE = """usage: toolkit COMMAND ...
 
 commands:

@@ -17,7 +17,8 @@ from toolkit.export.run_folder import write_atomic
 
 FORMATS = ("saved_model", "tflite_fp32", "tflite_fp16", "tflite_dynamic", "tflite_int8", "tflite_int8io")
 RECIPE_TASKS = {"classification": "classification", "sentiment": "text_classification",
-                "node_classification": "node_classification", "detection": "detection"}  # fmt: skip
+                "node_classification": "node_classification", "detection": "detection",
+                "segmentation": "segmentation", "multitask": "multitask"}  # fmt: skip
 
 
 def load_run(run_dir):
@@ -52,7 +53,8 @@ def benchmark(run_dir, formats=FORMATS, threads=(1, 2), floor=None, allow_unsafe
                 entry = pipeline.saved_model_format(saved_model_dir, module, inputs, labels, reference)
             else:
                 entry = pipeline.litert_format(
-                    run_dir, module, name, saved_model_dir, inputs, calibration, labels, reference, threads
+                    run_dir, module, name, saved_model_dir, inputs, calibration, labels, reference, threads,
+                    pipeline.float_layers_of(module, model),
                 )
         except Exception as e:  # a format that cannot be made or run is a row, not a crash
             lines = [line for line in str(e).strip().splitlines() if line.strip()] or [type(e).__name__]

@@ -78,6 +78,11 @@ def max_abs_diff(outputs, reference):
     return float(np.max(np.abs(np.asarray(outputs, np.float64) - np.asarray(reference, np.float64))))
 
 
+def compare(module, outputs, reference):
+    """A task's own agreement figures beside max abs diff (segmentation: the fraction of differing pixels)."""
+    return module.compare(outputs, reference) if hasattr(module, "compare") else {}
+
+
 def all_finite(outputs):
     values = outputs.values() if isinstance(outputs, dict) else [outputs]
     return all(np.isfinite(np.asarray(v, np.float64)).all() for v in values)
@@ -104,12 +109,10 @@ def finish_run(run_dir, model, task, test_inputs, test_labels, calibration_input
     }
     np.savez(
         os.path.join(run_dir, VERIFY_FILE),
-        labels=test_labels,
-        **(
-            {f"keras_outputs__{k}": v for k, v in outputs.items()}
-            if isinstance(outputs, dict)
-            else {"keras_outputs": outputs}
-        ),
+        **({f"labels__{k}": v for k, v in test_labels.items()} if isinstance(test_labels, dict)
+           else {"labels": test_labels}),  # fmt: skip
+        **({f"keras_outputs__{k}": v for k, v in outputs.items()} if isinstance(outputs, dict)
+           else {"keras_outputs": outputs}),  # fmt: skip
         **{f"input__{k}": _compact(v) for k, v in test_inputs.items()},
         **{f"calibration__{k}": _compact(v) for k, v in calibration_inputs.items()},
     )
@@ -161,7 +164,7 @@ def export_formats(run_dir, task, threads=2):
     formats = {"saved_model": saved_model_format(saved_model_dir, module, inputs, labels, reference)}
     for name in litert_formats(module):
         formats[name] = litert_format(run_dir, module, name, saved_model_dir, inputs, calibration, labels, reference,
-                                      (threads,))  # fmt: skip
+                                      (threads,), float_layers_of(module, model))  # fmt: skip
     return formats
 
 
@@ -173,7 +176,8 @@ def load_test_data(run_dir, allow_unsafe=False):
     data = np.load(os.path.join(run_dir, VERIFY_FILE))
     inputs, calibration = as_inputs(model, _saved(data, "input__")), as_inputs(model, _saved(data, "calibration__"))
     reference = data["keras_outputs"] if "keras_outputs" in data.files else _saved(data, "keras_outputs__")
-    return model, inputs, calibration, data["labels"], reference
+    labels = data["labels"] if "labels" in data.files else _saved(data, "labels__")  # one array, or a dict by head
+    return model, inputs, calibration, labels, reference
 
 
 def saved_model_format(saved_model_dir, module, inputs, labels, reference):
@@ -194,13 +198,21 @@ def saved_model_format(saved_model_dir, module, inputs, labels, reference):
         "latency_p90_ms": p90,
         "size_bytes": litert.size_bytes(saved_model_dir),
         "max_abs_diff": max_abs_diff(outputs, reference),
+        **compare(module, outputs, reference),
     }
 
 
-def litert_format(run_dir, module, name, saved_model_dir, inputs, calibration, labels, reference, threads=(2,)):
+def float_layers_of(module, model):
+    """The task's FLOAT_LAYERS that `model` has (a multi-task model without its detection head has no decoder)."""
+    names = {layer.name for layer in model.layers}
+    return tuple(layer for layer in getattr(module, "FLOAT_LAYERS", ()) if layer in names)
+
+
+def litert_format(run_dir, module, name, saved_model_dir, inputs, calibration, labels, reference, threads=(2,),
+                  float_layers=None):  # fmt: skip
     """Converts one LiteRT format, scores it on the whole test split, times batch-1 latency per thread count."""
     path = os.path.join(run_dir, tflite_file(name))
-    float_layers = getattr(module, "FLOAT_LAYERS", ())
+    float_layers = getattr(module, "FLOAT_LAYERS", ()) if float_layers is None else float_layers
     write_atomic(path, litert.convert(saved_model_dir, name.split("_", 1)[1], feed(calibration), float_layers))
     crash_point(f"export:{name}")
     runtime = litert.LiteRTModel(path, threads=threads[0])
@@ -218,6 +230,7 @@ def litert_format(run_dir, module, name, saved_model_dir, inputs, calibration, l
         "latency_p90_ms": p90,
         "size_bytes": litert.size_bytes(path),
         "max_abs_diff": max_abs_diff(outputs, reference),
+        **compare(module, outputs, reference),
         "threads": threads[0],
     }
     if len(threads) > 1:

@@ -191,3 +191,44 @@ def plot_detections(images, outputs, ground_truth, class_names, path, count=12, 
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
+
+
+def overlay(image, class_map, alpha=0.5):
+    """An RGB picture of `image` (grey or RGB, 0..255) with each non-background class tinted in its colour."""
+    import matplotlib.pyplot as plt
+
+    image = np.asarray(image, np.float32)
+    rgb = np.repeat(image, 3, axis=-1) if image.shape[-1] == 1 else image[..., :3]
+    colors = np.asarray([plt.get_cmap("tab10")(c % 10)[:3] for c in range(256)], np.float32) * 255
+    class_map = np.asarray(class_map).astype(np.int64)
+    tint = colors[np.maximum(class_map - 1, 0)]
+    shown = (class_map > 0) & (class_map != 255)
+    rgb = np.where(shown[..., None], (1 - alpha) * rgb + alpha * tint, rgb)
+    return np.clip(rgb, 0, 255).astype(np.uint8)
+
+
+def plot_segmentation(images, predicted, truth, class_names, path, count=8):
+    """Rows of test images: the image, the predicted class map over it, the true one over it (class colours
+    as in the legend; class 0 is the background and stays untinted)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    count = min(count, len(images))
+    fig, axes = plt.subplots(count, 3, figsize=(7.5, 2.5 * count), squeeze=False)
+    for i in range(count):
+        for ax, picture, title in zip(
+            axes[i], (np.repeat(np.asarray(images[i]), 3, -1) if np.asarray(images[i]).shape[-1] == 1 else images[i],
+                      overlay(images[i], predicted[i]), overlay(images[i], truth[i])), ("image", "predicted", "true")
+        ):  # fmt: skip
+            ax.imshow(np.asarray(picture, np.uint8))
+            ax.set_title(title, fontsize=8)
+            ax.axis("off")
+    cmap = plt.get_cmap("tab10")
+    handles = [matplotlib.patches.Patch(color=cmap((c - 1) % 10), label=name)
+               for c, name in enumerate(class_names) if c > 0]  # fmt: skip
+    fig.legend(handles=handles, loc="lower center", ncol=min(5, len(handles)), fontsize=7)
+    fig.tight_layout(rect=(0, 0.04, 1, 1))
+    fig.savefig(path, dpi=100)
+    plt.close(fig)

@@ -1,0 +1,128 @@
+"""Multi-task benchmark: one backbone + three heads in one LiteRT file against the three single-task models.
+
+    python benchmarks/multitask.py [--reuse] [recipe flags for the multi-task run]
+
+--reuse takes earlier runs from saved_models/ (detection, segmentation, multitask_classification,
+multitask) instead of training them again. Every run uses the same backbone, options, data and epochs.
+
+1. Single-task models: the detection recipe, the segmentation recipe and the multi-task recipe with the
+   classification head only (`--heads classification`: the presence head on its own backbone).
+2. The multi-task model (every head, one backbone), trained jointly.
+3. Per head: the test metric of the multi-task model against its single-task model (Keras and LiteRT
+   int8). Batch-1 latency of the one multi-task file against the sum of the three single-task files,
+   re-timed here back to back on the same stored test image (fp32 and int8), and total file size.
+Writes the `multitask` section of benchmarks/RESULTS.md.
+"""
+
+import json
+import os
+import platform
+import shlex
+import sys
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+
+from recipes import detection as detection_recipe  # noqa: E402
+from recipes import multitask as recipe  # noqa: E402
+from recipes import segmentation as segmentation_recipe  # noqa: E402
+
+OUTPUT = "saved_models"
+SINGLE = {"detection": ("detection", "map"), "segmentation": ("segmentation", "miou"),
+          "classification": ("multitask_classification", "presence_exact")}  # fmt: skip
+
+
+def load_report(name):
+    path = os.path.join(OUTPUT, name, "report.json")
+    if not os.path.isfile(path):
+        return None
+    with open(path) as f:
+        return json.load(f)
+
+
+def run_or_reuse(name, reuse, train):
+    found = load_report(name) if reuse else None
+    return found if found is not None else train()
+
+
+def timed(run, fmt, sample):
+    from toolkit.export import litert
+
+    path = os.path.join(OUTPUT, run, f"model_{fmt}.tflite")
+    return litert.LiteRTModel(path).latency_ms(sample)[0], litert.size_bytes(path)
+
+
+def main(argv):
+    import numpy as np
+
+    from benchmarks.results import update_section
+
+    reuse = "--reuse" in argv
+    command = shlex.join(["python", "benchmarks/multitask.py", *argv])
+    argv = [a for a in argv if a != "--reuse"]
+    common = ["--verbose", "2"]
+    singles = {
+        "detection": run_or_reuse("detection", reuse, lambda: detection_recipe.main(common)),
+        "segmentation": run_or_reuse("segmentation", reuse, lambda: segmentation_recipe.main(common)),
+        "classification": run_or_reuse("multitask_classification", reuse, lambda: recipe.main(
+            ["--heads", "classification", "--name", "multitask_classification", *common])),  # fmt: skip
+    }
+    joint = run_or_reuse("multitask", reuse, lambda: recipe.main(argv + common))
+    sample = np.load(os.path.join(OUTPUT, "multitask", "test_data.npz"))["input__image"][:1].astype(np.float32)
+
+    rows, checks = [], []
+    for head, (run, metric) in SINGLE.items():
+        single, multi = singles[head]["formats"], joint["formats"]
+        drop = (single["keras"][metric] - multi["keras"][metric]) * 100
+        rows.append(f"| {head} ({metric}) | {single['keras'][metric]:.4f} | {multi['keras'][metric]:.4f} | "
+                    f"{-drop:+.2f} pt | {single['tflite_int8'][metric]:.4f} | {multi['tflite_int8'][metric]:.4f} |")
+        checks.append((f"{head} head within 2 pt of its single-task model", f"{-drop:+.2f} pt", drop <= 2))
+    timing = {}
+    for fmt in ("fp32", "int8"):
+        single = [timed(run, fmt, sample) for run, _ in SINGLE.values()]
+        timing[fmt] = (timed("multitask", fmt, sample), sum(t for t, _ in single), sum(s for _, s in single), single)
+    (multi_ms, multi_size), sum_ms, sum_size, single = timing["int8"]
+    checks += [
+        ("batch-1 latency <= 0.7x the sum of the single-task files (int8)",
+         f"{multi_ms:.2f} ms vs {sum_ms:.2f} ms = {multi_ms / sum_ms:.2f}x", multi_ms <= 0.7 * sum_ms),
+        ("file size <= 0.7x their sum (int8)",
+         f"{multi_size / 1e6:.3f} MB vs {sum_size / 1e6:.3f} MB = {multi_size / sum_size:.2f}x",
+         multi_size <= 0.7 * sum_size),
+    ]  # fmt: skip
+    lines = [
+        "## Multi-task (issue 4): one backbone, three heads, one LiteRT file",
+        "",
+        f"Command: `{command}` ({time.strftime('%Y-%m-%d')}, {platform.processor() or platform.machine()}, "
+        f"{os.cpu_count()} cores, Keras backend {joint['backend']}). The CPU was shared with other engineers' jobs, "
+        "so training times are inflated; latencies were re-timed back to back in this script.",
+        f"Multi-task recipe: `{joint['command']}`; {joint['params']:,} parameters, {joint['flops'] / 1e6:.0f} MFLOPs, "
+        f"{joint['epochs_run']} epochs in {joint['train_seconds']:.0f} s. Outputs of the one file: "
+        f"{', '.join(joint['outputs'])}. Single-task runs: "
+        + "; ".join(f"`{singles[h]['command']}` ({singles[h]['params']:,} parameters)" for h in SINGLE)
+        + ".",
+        "",
+        "| target | measured | met |",
+        "|---|---|---|",
+        *[f"| {name} | {value} | {'yes' if ok else '**no**'} |" for name, value, ok in checks],
+        "",
+        "Per head, whole test split:",
+        "",
+        "| head (metric) | single-task Keras | multi-task Keras | difference | single-task int8 | multi-task int8 |",
+        "|---|---|---|---|---|---|",
+        *rows,
+        "",
+        "Batch-1 latency (XNNPACK, 2 threads) and size per file:",
+        "",
+        "| format | multi-task ms | sum of single-task ms (det + seg + cls) | multi-task MB | sum of single-task MB |",
+        "|---|---|---|---|---|",
+        *[f"| {fmt} | {m[0]:.2f} | {s:.2f} ({' + '.join(f'{t:.2f}' for t, _ in parts)}) | {m[1] / 1e6:.3f} | "
+          f"{size / 1e6:.3f} |" for fmt, (m, s, size, parts) in timing.items()],
+    ]  # fmt: skip
+    body = "\n".join(lines)
+    update_section("multitask", body)
+    print(body)
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])

@@ -1,0 +1,133 @@
+"""Multi-task: one backbone feeding detection, segmentation and classification heads, one LiteRT file.
+
+    python recipes/multitask.py                        # the embedded default (composed scenes)
+    toolkit run multitask --heads detection,segmentation --head-weights detection=1,segmentation=0.5
+    toolkit run multitask --heads classification       # one head: that task's single-task model
+
+Data (scenes: boxes, class masks and the classes present) -> backbone -> FPN -> every head,
+trained jointly with model.fit (one loss per head, weighted); the exported model returns detections
+(decoded, NMS inside), a uint8 class map and class probabilities from one file. Each head is scored
+on the whole held-out test split in every format (saved_models/multitask/report.json).
+"""
+
+import math
+
+import keras
+import numpy as np
+
+from toolkit import recipe, training
+from toolkit.data import detection as detection_data
+from toolkit.errors import ToolkitError
+from toolkit.export import pipeline, report
+from toolkit.export.run_folder import write_labels
+from toolkit.tasks import multitask
+
+DEFAULTS = dict(data="scenes", backbone="resnet", epochs=12, batch_size=32, learning_rate=3e-3, patience=4)
+# The detection and segmentation recipes' backbone, so the single-task runs compare like for like.
+DEFAULT_BACKBONE_OPTIONS = {"resnet": ["widths=(24, 48, 96, 192)", "depths=(1, 1, 2, 2)"]}
+
+
+def head_weights(text):
+    weights = {}
+    for pair in filter(None, text.split(",")):
+        head, _, value = pair.partition("=")
+        try:
+            weights[head] = float(value)
+        except ValueError:
+            raise ToolkitError(f"--head-weights wants HEAD=NUMBER pairs, got {pair!r}") from None
+    multitask.check_heads(weights)
+    return weights
+
+
+def parse_args(argv=None):
+    p = recipe.parser("multitask", __doc__.splitlines()[0], **DEFAULTS)
+    p.add_argument("--heads", default=",".join(multitask.HEADS), help="comma-separated subset of the heads")
+    p.add_argument("--head-weights", default="", help="loss weight per head, e.g. detection=1,segmentation=0.5")
+    p.add_argument("--image-size", type=recipe.positive_int, default=None, help="resize images (square)")
+    p.add_argument("--augment", default="flip", help="none, flip or flip_scale")
+    p.add_argument("--neck-channels", type=recipe.positive_int, default=48)
+    p.add_argument("--head-channels", type=recipe.positive_int, default=48)
+    p.add_argument("--head-depth", type=recipe.positive_int, default=2)
+    p.add_argument("--max-objects", type=recipe.positive_int, default=16)
+    p.add_argument("--calibration-samples", type=recipe.positive_int, default=200)
+    args = p.parse_args(argv)
+    args.heads = multitask.check_heads(h.strip() for h in args.heads.split(",") if h.strip())
+    args.head_weights = head_weights(args.head_weights)
+    if not args.backbone_option:
+        args.backbone_option = list(DEFAULT_BACKBONE_OPTIONS.get(args.backbone, []))
+    return args
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    training.distribute(args.distribute)  # before any model or TensorFlow op
+    keras.utils.set_random_seed(args.seed)
+    options = recipe.backbone_options(args.backbone_option, args.backbone)
+
+    # Data: detection splits that also carry class masks; targets for every head encoded in tf.data.
+    data = detection_data.load(args.data, data_dir=args.data_dir, image_size=args.image_size)
+    num_classes = len(data.class_names)
+    encode = multitask.target_encoder(data.image_shape, num_classes, args.heads)
+    augment = detection_data.augmentation(args.augment, data.image_shape[0], seed=args.seed)
+    train = detection_data.batches(data.train, args.batch_size, args.max_objects, True, augment, args.seed).map(encode)
+    validation = detection_data.batches(data.validation, args.batch_size, args.max_objects).map(encode)
+
+    model = multitask.build(args.backbone, data.image_shape, num_classes, args.heads, args.neck_channels,
+                            args.head_channels, args.head_depth, **options)  # fmt: skip
+    backbone = multitask.backbone_of(model)
+    if args.backbone_weights:
+        training.load_backbone_weights(backbone, args.backbone_weights)
+    steps = args.epochs * math.ceil(data.sizes["train"] / args.batch_size)
+    multitask.compile(model, num_classes, args.learning_rate, steps, head_weights=args.head_weights)
+
+    with recipe.run_folder(args) as run:
+        history, seconds = training.fit(
+            model, train, validation, args.epochs, run.path, args.patience, recipe.verbosity(args.verbose)
+        )
+        backbone.save_weights(run.file("backbone.weights.h5"))
+
+        exported = multitask.inference_model(model)
+        test_images, ground_truth = data.ground_truth("test")
+        masks = np.stack([e["segmentation_mask"][..., 0] for e in data.test.as_numpy_iterator()]) \
+            if "segmentation" in args.heads else None  # fmt: skip
+        labels = multitask.labels_from_ground_truth(ground_truth, masks, num_classes, args.heads)
+        calibration = np.stack([e["image"] for e in data.train.take(args.calibration_samples).as_numpy_iterator()])
+        formats, outputs = pipeline.finish_run(
+            run.path, exported, "multitask", test_images, labels, calibration, args.threads
+        )
+
+        if "detection" in args.heads:
+            report.plot_detections(test_images, outputs, ground_truth, data.class_names, run.file("detections.png"))
+        if "segmentation" in args.heads:
+            report.plot_segmentation(test_images, outputs["class_map"], masks, ["background", *data.class_names],
+                                     run.file("segmentation.png"))  # fmt: skip
+        report.plot_history(history, run.file("training_curves.png"))
+        write_labels(run.path, data.class_names)
+        result = recipe.summary(
+            "multitask",
+            multitask.METRIC,
+            argv,
+            args,
+            options,
+            exported,
+            formats,
+            seconds,
+            history,
+            heads=list(args.heads),
+            head_weights=args.head_weights,
+            head_metrics={h: multitask.HEAD_METRICS[h] for h in args.heads},
+            head=f"one backbone + FPN ({args.neck_channels} ch) feeding: {', '.join(args.heads)}",
+            dataset=data.source,
+            split_sizes=data.sizes,
+            images_per_second=data.sizes["train"] * len(history["loss"]) / seconds,
+            backbone_weights=args.backbone_weights,
+            outputs=sorted(outputs),
+        )
+        report.write_report(run.path, result)
+    print(report.format_table(result))
+    print(f"wrote {run.final}")
+    return result
+
+
+if __name__ == "__main__":
+    main()

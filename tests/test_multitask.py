@@ -1,0 +1,109 @@
+"""Multi-task: one backbone feeding detection, segmentation and presence heads, one LiteRT file with every output."""
+
+import numpy as np
+import pytest
+
+from tests.test_segmentation import tiny_scene_masks
+from toolkit.errors import ToolkitError
+from toolkit.tasks import multitask
+
+OUTPUTS = {"boxes", "scores", "classes", "num_detections", "class_map", "presence"}
+
+
+def tiny_multitask(heads=multitask.HEADS):
+    return multitask.build("resnet", (64, 64, 1), 3, heads, neck_channels=16, head_channels=16, head_depth=1,
+                           widths=(8, 16, 32, 32), stem_width=8)  # fmt: skip
+
+
+def scenes_with_labels(count, seed):
+    """Images, the training targets for every head, and the packed test labels by head."""
+    from toolkit.data import fashion_mnist, scenes
+
+    items, labels = fashion_mnist.read_split(fashion_mnist.DEFAULT_SOURCE, "train" if seed else "test")
+    keep = labels < 3
+    rng = np.random.default_rng(seed)
+    made = [scenes.compose_scene(rng, items[keep][:3000], labels[keep][:3000], canvas=64, max_objects=2,
+                                 min_side=20, max_side=32) for _ in range(count)]  # fmt: skip
+    images = np.stack([m[0] for m in made]).astype(np.float32)
+    truth = [{"boxes": m[1], "classes": m[2]} for m in made]
+    masks = np.stack([m[3][..., 0] for m in made])
+    return images, multitask.labels_from_ground_truth(truth, masks, 3)
+
+
+def targets_of(labels):
+    from toolkit.tasks import detection
+
+    packed = labels["detection"]
+    maps = detection.encode_targets(packed[..., :4], packed[..., 4].astype(np.int32), (64, 64), 3)
+    return {**{k: np.asarray(v) for k, v in maps.items()}, "segmentation": labels["segmentation"].astype(np.int32),
+            "presence": labels["classification"]}  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def exported_run(tmp_path_factory):
+    import keras
+
+    from toolkit.export import pipeline
+
+    tiny_scene_masks(1, 1)  # skips when Fashion-MNIST is not installed
+    keras.utils.set_random_seed(0)
+    images, labels = scenes_with_labels(256, seed=1)
+    test_images, test_labels = scenes_with_labels(48, seed=0)
+    # the presence head sees a 2x2 P5 of a tiny backbone: a larger loss weight lets it keep up (and tests the weights)
+    model = multitask.compile(tiny_multitask(), 3, 5e-3, total_steps=12 * 16, head_weights={"classification": 4.0})
+    history = model.fit(images, targets_of(labels), batch_size=16, epochs=12, verbose=0).history
+    run = tmp_path_factory.mktemp("multitask_run")
+    formats, outputs = pipeline.finish_run(str(run), multitask.inference_model(model), "multitask", test_images,
+                                           test_labels, images[:32])  # fmt: skip
+    return run, history, formats, outputs, test_labels
+
+
+def test_one_backbone_learns_every_head_jointly(exported_run):
+    _, history, formats, _, test_labels = exported_run
+    for key in ("heatmap_loss", "edges_loss", "segmentation_loss", "presence_loss"):
+        assert history[key][-1] < 0.8 * history[key][0], (key, history[key])  # every head's loss falls
+    keras_row = formats["keras"]
+    # predicting background everywhere would score mIoU ~0.23 (background ~0.9, three classes 0)
+    assert keras_row["miou"] > 0.35 and keras_row["map50"] > 0.2, keras_row
+    # above the constant per-class majority vote (0.57 here; measured 0.65 with this seed)
+    frequency = test_labels["classification"].mean(axis=0)
+    assert keras_row["presence_accuracy"] > np.mean(np.maximum(frequency, 1 - frequency)) + 0.05, keras_row
+    assert keras_row["mean_head_score"] == pytest.approx(
+        np.mean([keras_row["map"], keras_row["miou"], keras_row["presence_exact"]])
+    )
+
+
+def test_one_litert_file_holds_every_output_and_matches_keras(exported_run):
+    import keras
+
+    from toolkit.export.litert import LiteRTModel
+
+    run, _, formats, outputs, _ = exported_run
+    assert set(outputs) == OUTPUTS
+    model = keras.saving.load_model(run / "model.keras", safe_mode=True)
+    assert sum(isinstance(layer, keras.Model) for layer in model.layers) == 1  # one backbone instance
+    for name in ("fp32", "int8"):
+        runtime = LiteRTModel(str(run / f"model_{name}.tflite"))
+        assert set(runtime.output_names) == OUTPUTS, runtime.output_names
+        ops = {op["op_name"] for op in runtime.interpreter._get_ops_details()}
+        assert "ARG_MAX" in ops and "WHILE" in ops, ops  # arg-max and NMS inside the one file
+    fp32 = formats["tflite_fp32"]
+    assert fp32["differing_pixels"] <= 1e-4
+    for key in ("map", "miou", "presence_exact"):
+        assert fp32[key] == pytest.approx(formats["keras"][key], abs=2e-3), key
+        assert abs(formats["tflite_int8"][key] - formats["keras"][key]) <= 0.1, key
+
+
+def test_heads_are_checked_and_one_head_is_a_single_task_model():
+    with pytest.raises(ToolkitError, match="head"):
+        multitask.check_heads(["detection", "depth"])
+    with pytest.raises(ToolkitError, match="at least one head"):
+        multitask.check_heads([])
+    from toolkit.export import pipeline
+
+    model = tiny_multitask(("classification",))
+    assert set(model.output) == {"presence"}
+    assert set(multitask.inference_model(model).output) == {"presence"}
+    # int8 keeps the detection decoder in float only where there is one to keep
+    assert pipeline.float_layers_of(multitask, multitask.inference_model(model)) == ()
+    assert pipeline.float_layers_of(multitask, multitask.inference_model(tiny_multitask())) == ("decoder",)
