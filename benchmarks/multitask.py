@@ -14,7 +14,6 @@ multitask) instead of training them again. Every run uses the same backbone, opt
 Writes the `multitask` section of benchmarks/RESULTS.md.
 """
 
-import json
 import os
 import platform
 import shlex
@@ -24,26 +23,15 @@ import time
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
+from benchmarks.results import OUTPUT, run_or_reuse  # noqa: E402
 from recipes import detection as detection_recipe  # noqa: E402
 from recipes import multitask as recipe  # noqa: E402
 from recipes import segmentation as segmentation_recipe  # noqa: E402
 
-OUTPUT = "saved_models"
 SINGLE = {"detection": ("detection", "map"), "segmentation": ("segmentation", "miou"),
           "classification": ("multitask_classification", "presence_exact")}  # fmt: skip
 
 
-def load_report(name):
-    path = os.path.join(OUTPUT, name, "report.json")
-    if not os.path.isfile(path):
-        return None
-    with open(path) as f:
-        return json.load(f)
-
-
-def run_or_reuse(name, reuse, train):
-    found = load_report(name) if reuse else None
-    return found if found is not None else train()
 
 
 def timed(run, fmt, sample):

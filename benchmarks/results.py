@@ -18,3 +18,36 @@ def update_section(name, body):
     with open(RESULTS + ".tmp", "w") as f:
         f.write(text)
     os.replace(RESULTS + ".tmp", RESULTS)
+
+
+OUTPUT = "saved_models"
+
+
+def load_report(name):
+    """saved_models/<name>/report.json, or None when that run does not exist."""
+    import json
+
+    path = os.path.join(OUTPUT, name, "report.json")
+    if not os.path.isfile(path):
+        return None
+    with open(path) as f:
+        return json.load(f)
+
+
+def run_or_reuse(name, reuse, train):
+    """A run's report: the one in saved_models/ with --reuse (when it exists), else train()'s."""
+    found = load_report(name) if reuse else None
+    return found if found is not None else train()
+
+
+def classification_backbone(args, reuse):
+    """The classification recipe trained with the task's backbone and options
+    (saved_models/classification_for_detection), so its backbone weights fit the task's model."""
+    from recipes import classification as classification_recipe
+
+    name = "classification_for_detection"
+    argv = ["--backbone", args.backbone, *sum((["--backbone-option", p] for p in args.backbone_option), [])]
+    found = run_or_reuse(
+        name, reuse, lambda: classification_recipe.main(argv + ["--name", name, "--output", OUTPUT, "--verbose", "2"])
+    )
+    return os.path.join(OUTPUT, name, "backbone.weights.h5"), found

@@ -15,7 +15,6 @@ classification_for_detection) instead of training them again.
 Writes the `segmentation` section of benchmarks/RESULTS.md.
 """
 
-import json
 import os
 import platform
 import shlex
@@ -26,35 +25,13 @@ import time
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
-from benchmarks.results import update_section  # noqa: E402
-from recipes import classification as classification_recipe  # noqa: E402
+from benchmarks.results import OUTPUT, classification_backbone, run_or_reuse, update_section  # noqa: E402
 from recipes import segmentation as recipe  # noqa: E402
 from toolkit.export.report import format_table  # noqa: E402
 
-OUTPUT = "saved_models"
 
 
-def load_report(name):
-    path = os.path.join(OUTPUT, name, "report.json")
-    if not os.path.isfile(path):
-        return None
-    with open(path) as f:
-        return json.load(f)
 
-
-def run_or_reuse(name, reuse, train):
-    found = load_report(name) if reuse else None
-    return found if found is not None else train()
-
-
-def classification_backbone(args, reuse):
-    """The classification recipe trained with this backbone and its options (shared with detection's benchmark)."""
-    name = "classification_for_detection"
-    argv = ["--backbone", args.backbone, *sum((["--backbone-option", p] for p in args.backbone_option), [])]
-    found = run_or_reuse(
-        name, reuse, lambda: classification_recipe.main(argv + ["--name", name, "--output", OUTPUT, "--verbose", "2"])
-    )
-    return os.path.join(OUTPUT, name, "backbone.weights.h5"), found
 
 
 def ours_logits_diff(workdir, count=200):
