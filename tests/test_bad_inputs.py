@@ -272,6 +272,7 @@ def test_the_suite_tries_at_least_30_kinds():
     assert len({c.id for c in CASES}) == len(CASES) >= 30
 
 
+@pytest.mark.slow
 def test_a_full_disk_is_one_clear_line_and_the_saved_run_is_kept(files, out):
     """A file-size limit of 1 KB stands in for a full disk (writes fail with EFBIG, as with ENOSPC)."""
     before = _snapshot(out)
@@ -286,6 +287,7 @@ def test_a_full_disk_is_one_clear_line_and_the_saved_run_is_kept(files, out):
     assert _snapshot(out) == before
 
 
+@pytest.mark.slow
 def test_a_lambda_model_loads_with_the_explicit_flag(files):
     from toolkit import saving
 

@@ -51,6 +51,7 @@ def _outputs(run):
         return data["keras_outputs"]
 
 
+@pytest.mark.slow
 def test_killed_mid_epoch_then_rerun_continues_exactly(reference):
     out = reference
     done = _karate(out, "crashed", crash="train_step:7")  # one step per epoch: killed inside epoch 7
@@ -80,6 +81,7 @@ def _latency(entry):
     return {k: v for k, v in entry.items() if k.startswith("latency")}
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("stage", ["export", "export:tflite_fp32", "commit"])
 def test_killed_export_leaves_the_previous_run_whole(reference, stage):
     """A re-run of a finished run, killed while exporting or swapping: the old run still loads and verifies."""
@@ -100,6 +102,7 @@ def test_killed_export_leaves_the_previous_run_whole(reference, stage):
     np.testing.assert_allclose(lite.predict(inputs), reference_outputs, atol=1e-4)
 
 
+@pytest.mark.slow
 def test_rerun_after_a_killed_export_does_not_train_again(reference):
     _karate(reference, "reference", crash="export")  # leaves a finished training state behind
     done = _karate(reference, "reference")
@@ -127,6 +130,7 @@ print(json.dumps([float(np.sum(np.abs(w))) for w in model.get_weights()]))
 """
 
 
+@pytest.mark.slow
 def test_image_recipe_killed_mid_epoch_resumes_with_the_same_batches(fashion_small, tmp_path):
     """Shuffled batches and dropout: the resumed epochs see the batches an uninterrupted run sees."""
     whole = run_python(IMAGES.format(folder=fashion_small, run=str(tmp_path / "whole"))).splitlines()
