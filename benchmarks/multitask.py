@@ -2,8 +2,10 @@
 
     python benchmarks/multitask.py [--reuse] [recipe flags for the multi-task run]
 
---reuse takes earlier runs from saved_models/ (detection, segmentation, multitask_classification,
-multitask) instead of training them again. Every run uses the same backbone, options, data and epochs.
+--reuse takes earlier runs from saved_models/ (single_detection, single_segmentation,
+single_classification, multitask) instead of training them again. Every run uses the same backbone,
+options, data and number of epochs (the multi-task run's); the default detection and segmentation
+runs are taken as the single-task models when they were trained for that many epochs.
 
 1. Single-task models: the detection recipe, the segmentation recipe and the multi-task recipe with the
    classification head only (`--heads classification`: the presence head on its own backbone).
@@ -23,13 +25,12 @@ import time
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
-from benchmarks.results import OUTPUT, run_or_reuse  # noqa: E402
+from benchmarks.results import OUTPUT, load_report, run_or_reuse  # noqa: E402
 from recipes import detection as detection_recipe  # noqa: E402
 from recipes import multitask as recipe  # noqa: E402
 from recipes import segmentation as segmentation_recipe  # noqa: E402
 
-SINGLE = {"detection": ("detection", "map"), "segmentation": ("segmentation", "miou"),
-          "classification": ("multitask_classification", "presence_exact")}  # fmt: skip
+METRICS = {"detection": "map", "segmentation": "miou", "classification": "presence_exact"}
 
 
 
@@ -49,18 +50,29 @@ def main(argv):
     reuse = "--reuse" in argv
     command = shlex.join(["python", "benchmarks/multitask.py", *argv])
     argv = [a for a in argv if a != "--reuse"]
-    common = ["--verbose", "2"]
+    epochs = recipe.parse_args(argv).epochs
+    common = ["--verbose", "2", "--epochs", str(epochs)]
+
+    def single(head, main, *flags):
+        """The head's single-task run: the recipe's default run when it had as many epochs, else its own."""
+        default = load_report(head) if reuse and head != "classification" else None
+        if default is not None and default.get("epochs") == epochs:
+            return head, default
+        name = f"single_{head}"
+        return name, run_or_reuse(name, reuse, lambda: main([*flags, "--name", name, *common]))
+
     singles = {
-        "detection": run_or_reuse("detection", reuse, lambda: detection_recipe.main(common)),
-        "segmentation": run_or_reuse("segmentation", reuse, lambda: segmentation_recipe.main(common)),
-        "classification": run_or_reuse("multitask_classification", reuse, lambda: recipe.main(
-            ["--heads", "classification", "--name", "multitask_classification", *common])),  # fmt: skip
+        "detection": single("detection", detection_recipe.main),
+        "segmentation": single("segmentation", segmentation_recipe.main),
+        "classification": single("classification", recipe.main, "--heads", "classification"),
     }
+    runs = {head: name for head, (name, _) in singles.items()}
+    singles = {head: found for head, (_, found) in singles.items()}
     joint = run_or_reuse("multitask", reuse, lambda: recipe.main(argv + common))
     sample = np.load(os.path.join(OUTPUT, "multitask", "test_data.npz"))["input__image"][:1].astype(np.float32)
 
     rows, checks = [], []
-    for head, (run, metric) in SINGLE.items():
+    for head, metric in METRICS.items():
         single, multi = singles[head]["formats"], joint["formats"]
         drop = (single["keras"][metric] - multi["keras"][metric]) * 100
         rows.append(f"| {head} ({metric}) | {single['keras'][metric]:.4f} | {multi['keras'][metric]:.4f} | "
@@ -68,7 +80,7 @@ def main(argv):
         checks.append((f"{head} head within 2 pt of its single-task model", f"{-drop:+.2f} pt", drop <= 2))
     timing = {}
     for fmt in ("fp32", "int8"):
-        single = [timed(run, fmt, sample) for run, _ in SINGLE.values()]
+        single = [timed(run, fmt, sample) for run in runs.values()]
         timing[fmt] = (timed("multitask", fmt, sample), sum(t for t, _ in single), sum(s for _, s in single), single)
     (multi_ms, multi_size), sum_ms, sum_size, single = timing["int8"]
     checks += [
@@ -87,7 +99,8 @@ def main(argv):
         f"Multi-task recipe: `{joint['command']}`; {joint['params']:,} parameters, {joint['flops'] / 1e6:.0f} MFLOPs, "
         f"{joint['epochs_run']} epochs in {joint['train_seconds']:.0f} s. Outputs of the one file: "
         f"{', '.join(joint['outputs'])}. Single-task runs: "
-        + "; ".join(f"`{singles[h]['command']}` ({singles[h]['params']:,} parameters)" for h in SINGLE)
+        + "; ".join(f"`{singles[h]['command']}` ({singles[h]['params']:,} parameters, "
+                    f"{singles[h]['train_seconds']:.0f} s)" for h in METRICS)
         + ".",
         "",
         "| target | measured | met |",

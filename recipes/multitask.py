@@ -22,7 +22,7 @@ from toolkit.export import pipeline, report
 from toolkit.export.run_folder import write_labels
 from toolkit.tasks import multitask
 
-DEFAULTS = dict(data="scenes", backbone="resnet", epochs=12, batch_size=32, learning_rate=3e-3, patience=4)
+DEFAULTS = dict(data="scenes", backbone="resnet", epochs=8, batch_size=32, learning_rate=3e-3, patience=4)
 # The detection and segmentation recipes' backbone, so the single-task runs compare like for like.
 DEFAULT_BACKBONE_OPTIONS = {"resnet": ["widths=(24, 48, 96, 192)", "depths=(1, 1, 2, 2)"]}
 

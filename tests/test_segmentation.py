@@ -220,3 +220,23 @@ def test_recipe_from_the_command_line(tmp_path):
         assert (run / name).is_file(), name
     done = run_cli("run", "segmentation", "--data", f"folder:{tmp_path / 'missing'}")
     assert done.returncode == 2 and "missing does not exist" in done.stderr
+
+    # `toolkit predict segmentation` on a user's image of another size: a class-id PNG at that size.
+    from PIL import Image
+
+    from toolkit.data.segmentation import read_mask
+
+    photo = tmp_path / "photo.png"
+    Image.open(tmp_path / "data" / "images" / "000.png").resize((96, 80)).save(photo)
+    found = {}
+    for fmt in ("keras", "tflite_fp32"):
+        done = run_cli("predict", "segmentation", str(photo), "--run", str(run), "--format", fmt)
+        assert done.returncode == 0, done.stderr[-3000:]
+        rows = [line.split("\t") for line in done.stdout.strip().splitlines()]
+        assert rows[-1] == [str(photo), f"wrote {tmp_path / 'photo.segmentation.png'}"]
+        found[fmt] = {name: float(fraction) for _, name, fraction in rows[:-1]}
+        assert set(found[fmt]) <= {"background", "tshirt", "trouser", "pullover"}
+        assert sum(found[fmt].values()) == pytest.approx(1, abs=2e-3)
+        mask = read_mask(str(tmp_path / "photo.segmentation.png"), (96, 80))
+        assert mask.shape == (80, 96) and mask.max() <= 3
+    assert found["tflite_fp32"] == pytest.approx(found["keras"], abs=0.01)

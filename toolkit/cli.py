@@ -24,6 +24,7 @@ commands:
   predict classification IMAGE... [--run DIR] [--format F] [--unsafe-load]
   predict sentiment "TEXT"... [--run DIR] [--format F]   predict with a finished run
   predict detection IMAGE... [--run DIR] [--format F]    boxes, drawn to IMAGE.detections.png
+  predict segmentation IMAGE... [--run DIR] [--format F] class map, to IMAGE.segmentation.png
   generate "PROMPT" [--max-tokens N] [--sampler greedy|top_k|top_p|temperature|beam] [--run DIR]
                                               stream a language model's continuation (generation run)
   translate "TEXT"... [--sampler greedy|beam] [--run DIR]   translate with a translation run
@@ -72,6 +73,8 @@ PREDICT = {
     "classification": ("image files", "tflite_int8", "predict_classification"),
     "sentiment": ("texts (quote each one)", "tflite_dynamic", "predict_sentiment"),
     "detection": ("image files (each drawn to FILE.detections.png)", "tflite_int8", "predict_detection"),
+    "segmentation": ("image files (each class map written to FILE.segmentation.png)", "tflite_int8",
+                     "predict_segmentation"),
 }
 
 

@@ -96,7 +96,6 @@ def predict_detection(run_dir, files, fmt="tflite_int8", allow_unsafe=False, min
     from PIL import Image
 
     from toolkit.export.report import draw_detections
-    from toolkit.export.run_folder import write_atomic
 
     labels = read_labels(run_dir, "detection")
     model, shape = load_run_model(run_dir, fmt, allow_unsafe)
@@ -114,11 +113,47 @@ def predict_detection(run_dir, files, fmt="tflite_int8", allow_unsafe=False, min
             rows.append((path, labels[int(cls)], float(score), ",".join(f"{v:.1f}" for v in box * scale)))
         fig, ax = plt.subplots(figsize=(5, 5))
         draw_detections(ax, image, found, labels, min_score=min_score)
-        stem = os.path.splitext(os.path.basename(path))[0] + ".detections.png"
-        target = os.path.join(output_dir or os.path.dirname(os.path.abspath(path)), stem)
         buffer = io.BytesIO()
         fig.savefig(buffer, format="png", dpi=110, bbox_inches="tight")
         plt.close(fig)
-        write_atomic(target, buffer.getvalue())
-        rows.append((path, f"wrote {target}"))
+        rows.append((path, f"wrote {_write_beside(path, '.detections.png', buffer.getvalue(), output_dir)}"))
     return rows
+
+
+def predict_segmentation(run_dir, files, fmt="tflite_int8", allow_unsafe=False, output_dir=None):
+    """Class maps of the user's images, each written to FILE.segmentation.png (in output_dir, or beside
+    the image) at the image's own size: a palette PNG whose indices are the class ids (PASCAL VOC's
+    colours), so it views as a colour mask and reads back as an index mask (`--data folder:`). Rows:
+    (file, class name, fraction of the image's pixels) per class present, largest first, then
+    (file, "wrote PATH")."""
+    from PIL import Image
+
+    from toolkit.data.segmentation import voc_palette
+
+    labels = read_labels(run_dir, "segmentation")
+    model, shape = load_run_model(run_dir, fmt, allow_unsafe)
+    rows = []
+    for path in files:
+        image = read_image(path, shape)
+        class_map = np.asarray(model(image[None].astype(np.float32)))[0].astype(np.uint8)
+        with Image.open(path) as original:
+            size = original.size
+        mask = Image.fromarray(class_map, mode="P").resize(size, Image.NEAREST)  # class ids: no interpolation
+        mask.putpalette(voc_palette().tobytes())
+        ids, counts = np.unique(np.asarray(mask), return_counts=True)
+        for i in np.argsort(-counts, kind="stable"):
+            rows.append((path, labels[int(ids[i])], float(counts[i] / counts.sum())))
+        buffer = io.BytesIO()
+        mask.save(buffer, format="PNG")
+        rows.append((path, f"wrote {_write_beside(path, '.segmentation.png', buffer.getvalue(), output_dir)}"))
+    return rows
+
+
+def _write_beside(path, suffix, data, output_dir=None):
+    """Writes `data` (atomically) to <image stem><suffix> in output_dir, or beside the image; returns that path."""
+    from toolkit.export.run_folder import write_atomic
+
+    stem = os.path.splitext(os.path.basename(path))[0] + suffix
+    target = os.path.join(output_dir or os.path.dirname(os.path.abspath(path)), stem)
+    write_atomic(target, data)
+    return target
