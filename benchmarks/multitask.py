@@ -17,7 +17,6 @@ Writes the `multitask` section of benchmarks/RESULTS.md.
 """
 
 import os
-import platform
 import shlex
 import sys
 import time
@@ -25,7 +24,7 @@ import time
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
-from benchmarks.results import OUTPUT, load_report, run_or_reuse  # noqa: E402
+from benchmarks.results import OUTPUT, load_report, machine, run_or_reuse  # noqa: E402
 from recipes import detection as detection_recipe  # noqa: E402
 from recipes import multitask as recipe  # noqa: E402
 from recipes import segmentation as segmentation_recipe  # noqa: E402
@@ -93,9 +92,8 @@ def main(argv):
     lines = [
         "## Multi-task (issue 4): one backbone, three heads, one LiteRT file",
         "",
-        f"Command: `{command}` ({time.strftime('%Y-%m-%d')}, {platform.processor() or platform.machine()}, "
-        f"{os.cpu_count()} cores, Keras backend {joint['backend']}). The CPU was shared with other engineers' jobs, "
-        "so training times are inflated; latencies were re-timed back to back in this script.",
+        f"Command: `{command}` ({time.strftime('%Y-%m-%d')}, {machine()}; Keras backend {joint['backend']}). "
+        "Latencies were re-timed back to back in this script.",
         f"Multi-task recipe: `{joint['command']}`; {joint['params']:,} parameters, {joint['flops'] / 1e6:.0f} MFLOPs, "
         f"{joint['epochs_run']} epochs in {joint['train_seconds']:.0f} s. Outputs of the one file: "
         f"{', '.join(joint['outputs'])}. Single-task runs: "

@@ -23,6 +23,15 @@ def update_section(name, body):
 OUTPUT = "saved_models"
 
 
+def machine():
+    """Where a figure was measured: CPU, cores and the load averages (1/5/15 min) when it was written.
+    A load near the core count means the benchmark had the machine to itself; above it, other jobs ran."""
+    import platform
+
+    load = "/".join(f"{v:.1f}" for v in os.getloadavg())
+    return f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, load average {load} at the end"
+
+
 def load_report(name):
     """saved_models/<name>/report.json, or None when that run does not exist."""
     import json
@@ -32,6 +41,16 @@ def load_report(name):
         return None
     with open(path) as f:
         return json.load(f)
+
+
+def save_report(name, found):
+    """Writes a baseline's figures to saved_models/<name>/report.json (atomically), for --reuse."""
+    import json
+
+    from toolkit.export.run_folder import write_atomic
+
+    os.makedirs(os.path.join(OUTPUT, name), exist_ok=True)
+    write_atomic(os.path.join(OUTPUT, name, "report.json"), json.dumps(found, indent=1).encode())
 
 
 def run_or_reuse(name, reuse, train):

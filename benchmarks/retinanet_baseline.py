@@ -355,7 +355,9 @@ def _self_check(folder, train_size=512, test_size=256, batch_size=32, epochs=1):
 
     path = os.path.join(folder, "retinanet.keras")  # the config round-trips (our encoder is registered)
     model.save(path)
-    reloaded = keras.saving.load_model(path)
+    from toolkit import saving
+
+    reloaded = saving.load_model(path)
     first = {k: np.asarray(v) for k, v in inference_function(model, 1)(images[:1].astype(np.float32)).items()}
     again = {k: np.asarray(v) for k, v in inference_function(reloaded, 1)(images[:1].astype(np.float32)).items()}
     roundtrip = max(float(np.abs(first[k].astype(np.float64) - again[k]).max()) for k in first)

@@ -66,9 +66,9 @@ def main(argv=None):
 
         matrix = classification.confusion_matrix(outputs, test_labels, len(data.class_names))
         report.plot_confusion(matrix, data.class_names, run.file("confusion_matrix.png"))
-        report.plot_history(history, run.file("training_curves.png"))
         write_labels(run.path, data.class_names)
-        result = recipe.summary(
+        result = recipe.conclude(
+            run,
             "classification",
             classification.METRIC,
             argv,
@@ -84,7 +84,6 @@ def main(argv=None):
             images_per_second=data.sizes["train"] * len(history["loss"]) / seconds,
             figures=["confusion_matrix.png"],
         )
-        report.write_report(run.path, result)
     print(report.format_table(result))
     print(f"wrote {run.final}")
     return result

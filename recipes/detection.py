@@ -22,27 +22,17 @@ from toolkit.export.run_folder import write_labels
 from toolkit.tasks import detection
 
 DEFAULTS = dict(data="scenes", backbone="resnet", epochs=12, batch_size=32, learning_rate=3e-3, patience=4)
-# Wider low-resolution stages than the classifier's default: telling shirts from pullovers is the
-# hard part here, and channels at stride 8-32 are cheap next to the stride-4 neck and head.
-DEFAULT_BACKBONE_OPTIONS = {"resnet": ["widths=(24, 48, 96, 192)", "depths=(1, 1, 2, 2)"]}
 
 
 def parse_args(argv=None):
     p = recipe.parser("detection", __doc__.splitlines()[0], **DEFAULTS)
-    p.add_argument("--image-size", type=recipe.positive_int, default=None, help="resize images (square)")
-    p.add_argument("--augment", default="flip", help="none, flip or flip_scale")
-    p.add_argument("--neck-channels", type=recipe.positive_int, default=48)
-    p.add_argument("--head-channels", type=recipe.positive_int, default=48)
-    p.add_argument("--head-depth", type=recipe.positive_int, default=2)
+    recipe.add_pyramid_options(p, "none, flip or flip_scale")
     p.add_argument("--max-objects", type=recipe.positive_int, default=16, help="objects kept per training image")
     p.add_argument("--max-detections", type=recipe.positive_int, default=100)
     p.add_argument("--score-threshold", type=float, default=0.05)
     p.add_argument("--iou-threshold", type=float, default=0.5)
-    p.add_argument("--calibration-samples", type=recipe.positive_int, default=200)
     args = p.parse_args(argv)
-    if not args.backbone_option:
-        args.backbone_option = list(DEFAULT_BACKBONE_OPTIONS.get(args.backbone, []))
-    return args
+    return recipe.pyramid_defaults(args)
 
 
 def main(argv=None):
@@ -85,10 +75,10 @@ def main(argv=None):
         )
 
         report.plot_detections(test_images, outputs, ground_truth, data.class_names, run.file("detections.png"))
-        report.plot_history(history, run.file("training_curves.png"))
         write_labels(run.path, data.class_names)
         per_class = detection.score(outputs, labels, num_classes)["per_class_ap"]
-        result = recipe.summary(
+        result = recipe.conclude(
+            run,
             "detection",
             detection.METRIC,
             argv,
@@ -107,7 +97,6 @@ def main(argv=None):
             backbone_weights=args.backbone_weights,
             figures=["detections.png"],
         )
-        report.write_report(run.path, result)
     print(report.format_table(result))
     print(f"wrote {run.final}")
     return result

@@ -89,9 +89,8 @@ def main(argv=None):
         formats, _, continuations = export_decoding.finish_run(run.path, model, "language_model", test, args.threads)
         samples = [{"prompt": tokenizer.detokenize(vocabulary, p), "greedy continuation": tokenizer.detokenize(vocabulary, c)}
                    for p, c in list(zip(test["prompts"], continuations))[:6]]  # fmt: skip
-        report.plot_history(history, run.file("training_curves.png"))
-        result = recipe.summary(
-            "generation", language_model.METRIC, argv, args, options, model, formats, seconds, history,
+        result = recipe.conclude(
+            run, "generation", language_model.METRIC, argv, args, options, model, formats, seconds, history,
             head="dense softmax over WordPieces on the causal backbone's sequence", dataset=text.source,
             split_sizes={k: int(v.size) for k, v in streams.items()}, sequence_length=length,
             vocabulary_size=len(vocabulary), teacher_forced_perplexity=teacher_forced[language_model.METRIC],
@@ -101,7 +100,6 @@ def main(argv=None):
             validation_loss=[float(v) for v in history["val_loss"]], patience=args.patience,
             samples=samples,
         )  # fmt: skip
-        report.write_report(run.path, result)
     print(report.format_table(result))
     print(f"Kneser-Ney {best}-gram test perplexity {ngram_test:.2f} (validation by order: "
           + ", ".join(f"{n}: {p:.2f}" for n, p in ngram_validation.items()) + ")")  # fmt: skip

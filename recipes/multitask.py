@@ -23,8 +23,6 @@ from toolkit.export.run_folder import write_labels
 from toolkit.tasks import multitask
 
 DEFAULTS = dict(data="scenes", backbone="resnet", epochs=8, batch_size=32, learning_rate=3e-3, patience=4)
-# The detection and segmentation recipes' backbone, so the single-task runs compare like for like.
-DEFAULT_BACKBONE_OPTIONS = {"resnet": ["widths=(24, 48, 96, 192)", "depths=(1, 1, 2, 2)"]}
 
 
 def head_weights(text):
@@ -43,19 +41,12 @@ def parse_args(argv=None):
     p = recipe.parser("multitask", __doc__.splitlines()[0], **DEFAULTS)
     p.add_argument("--heads", default=",".join(multitask.HEADS), help="comma-separated subset of the heads")
     p.add_argument("--head-weights", default="", help="loss weight per head, e.g. detection=1,segmentation=0.5")
-    p.add_argument("--image-size", type=recipe.positive_int, default=None, help="resize images (square)")
-    p.add_argument("--augment", default="flip", help="none, flip or flip_scale")
-    p.add_argument("--neck-channels", type=recipe.positive_int, default=48)
-    p.add_argument("--head-channels", type=recipe.positive_int, default=48)
-    p.add_argument("--head-depth", type=recipe.positive_int, default=2)
+    recipe.add_pyramid_options(p, "none, flip or flip_scale")
     p.add_argument("--max-objects", type=recipe.positive_int, default=16)
-    p.add_argument("--calibration-samples", type=recipe.positive_int, default=200)
     args = p.parse_args(argv)
     args.heads = multitask.check_heads(h.strip() for h in args.heads.split(",") if h.strip())
     args.head_weights = head_weights(args.head_weights)
-    if not args.backbone_option:
-        args.backbone_option = list(DEFAULT_BACKBONE_OPTIONS.get(args.backbone, []))
-    return args
+    return recipe.pyramid_defaults(args)
 
 
 def main(argv=None):
@@ -101,9 +92,9 @@ def main(argv=None):
         if "segmentation" in args.heads:
             report.plot_segmentation(test_images, outputs["class_map"], masks, ["background", *data.class_names],
                                      run.file("segmentation.png"))  # fmt: skip
-        report.plot_history(history, run.file("training_curves.png"))
         write_labels(run.path, data.class_names)
-        result = recipe.summary(
+        result = recipe.conclude(
+            run,
             "multitask",
             multitask.METRIC,
             argv,
@@ -123,7 +114,6 @@ def main(argv=None):
             backbone_weights=args.backbone_weights,
             outputs=sorted(outputs),
         )
-        report.write_report(run.path, result)
     print(report.format_table(result))
     print(f"wrote {run.final}")
     return result

@@ -92,9 +92,9 @@ def main(argv=None):
         report.plot_graph(
             data.adjacency, predicted, data.labels, data.class_names, split["test"], run.file("graph.png")
         )
-        report.plot_history(history, run.file("training_curves.png"))
         write_labels(run.path, data.class_names)
-        result = recipe.summary(
+        result = recipe.conclude(
+            run,
             "node_classification",
             task.METRIC,
             argv,
@@ -112,7 +112,6 @@ def main(argv=None):
             seed=args.seed,
             figures=["graph.png"],
         )
-        report.write_report(run.path, result)
     print(report.format_table(result))
     print(
         "baselines (test accuracy, knob chosen on validation): " + ", ".join(f"{k} {v:g}" for k, v in reference.items())

@@ -24,23 +24,14 @@ from toolkit.tasks import segmentation
 
 # 8 epochs: about 65 s each on the 2-core CPU (the budget is 10 minutes of training).
 DEFAULTS = dict(data="scenes", backbone="resnet", epochs=8, batch_size=32, learning_rate=3e-3, patience=4)
-# The detection recipe's backbone, so the two share weights (transfer) and the multi-task model.
-DEFAULT_BACKBONE_OPTIONS = {"resnet": ["widths=(24, 48, 96, 192)", "depths=(1, 1, 2, 2)"]}
 
 
 def parse_args(argv=None):
     p = recipe.parser("segmentation", __doc__.splitlines()[0], **DEFAULTS)
-    p.add_argument("--image-size", type=recipe.positive_int, default=None, help="resize images (square)")
-    p.add_argument("--augment", default="flip", help="none or flip")
-    p.add_argument("--neck-channels", type=recipe.positive_int, default=48)
-    p.add_argument("--head-channels", type=recipe.positive_int, default=48)
-    p.add_argument("--head-depth", type=recipe.positive_int, default=2)
+    recipe.add_pyramid_options(p, "none or flip")
     p.add_argument("--dice-weight", type=float, default=1.0, help="weight of the Dice term beside cross-entropy")
-    p.add_argument("--calibration-samples", type=recipe.positive_int, default=200)
     args = p.parse_args(argv)
-    if not args.backbone_option:
-        args.backbone_option = list(DEFAULT_BACKBONE_OPTIONS.get(args.backbone, []))
-    return args
+    return recipe.pyramid_defaults(args)
 
 
 def main(argv=None):
@@ -80,10 +71,10 @@ def main(argv=None):
         )
 
         report.plot_segmentation(test_images, outputs, test_masks, data.class_names, run.file("segmentation.png"))
-        report.plot_history(history, run.file("training_curves.png"))
         write_labels(run.path, data.class_names)
         per_class = segmentation.score(outputs, test_masks, num_classes)["per_class_iou"]
-        result = recipe.summary(
+        result = recipe.conclude(
+            run,
             "segmentation",
             segmentation.METRIC,
             argv,
@@ -103,7 +94,6 @@ def main(argv=None):
             backbone_weights=args.backbone_weights,
             figures=["segmentation.png"],
         )
-        report.write_report(run.path, result)
     print(report.format_table(result))
     print(f"wrote {run.final}")
     return result

@@ -79,8 +79,8 @@ def main(argv=None):
 
         matrix = text_classification.confusion_matrix(outputs, test_labels, len(data.class_names))
         report.plot_confusion(matrix, data.class_names, run.file("confusion_matrix.png"))
-        report.plot_history(history, run.file("training_curves.png"))
-        result = recipe.summary(
+        result = recipe.conclude(
+            run,
             "sentiment",
             text_classification.METRIC,
             argv,
@@ -97,7 +97,6 @@ def main(argv=None):
             vocabulary_size=len(vocabulary),
             figures=["confusion_matrix.png"],
         )
-        report.write_report(run.path, result)
     print(report.format_table(result))
     print(f"wrote {run.final}")
     return result

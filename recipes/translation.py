@@ -78,9 +78,8 @@ def main(argv=None):
         hypotheses = translation.texts(decoded, target_vocabulary)
         samples = [{"source": s, "reference": r, "greedy": h}
                    for s, r, h in list(zip(data.test[0], data.test[1], hypotheses))[:12]]  # fmt: skip
-        report.plot_history(history, run.file("training_curves.png"))
-        result = recipe.summary(
-            "translation", translation.METRIC, argv, args, encoder_options, model, formats, seconds, history,
+        result = recipe.conclude(
+            run, "translation", translation.METRIC, argv, args, encoder_options, model, formats, seconds, history,
             head="Luong attention over the encoder memory, tanh(W[h; c]), softmax over target WordPieces",
             decoder=args.decoder, decoder_options=decoder_options, dataset=data.source,
             languages=list(data.languages), split_sizes=data.sizes, source_length=args.source_length,
@@ -88,7 +87,6 @@ def main(argv=None):
             validation_loss=[float(v) for v in history["val_loss"]], patience=args.patience,
             beam_search={"beam_size": args.beam_size, **beam_metrics}, samples=samples,
         )  # fmt: skip
-        report.write_report(run.path, result)
     print(report.format_table(result))
     print(f"beam search ({args.beam_size}): " + ", ".join(f"{k} {v:.4f}" for k, v in beam_metrics.items()))
     print(f"wrote {run.final}")

@@ -52,3 +52,26 @@ def run_cli(*args, backend=None, timeout=900, env=None, **popen):
     return subprocess.run(
         [sys.executable, "-m", "toolkit.cli", *args], env=env, capture_output=True, text=True, timeout=timeout, **popen
     )
+
+
+def tiny_scenes(count, seed, canvas=64):
+    """Small composed scenes of 1-2 items of three unalike classes (t-shirt, trouser, pullover), 20-32 px:
+    (images float32 (N, canvas, canvas, 1), truth [{"boxes", "classes"}], class masks int32 (N, canvas, canvas)).
+    seed 0 draws items from Fashion-MNIST's test split, other seeds from its train split (held out from
+    each other). Skips when Debian's dataset is not installed."""
+    from toolkit.data import scenes
+
+    if not os.path.isdir(fashion_mnist.DEFAULT_SOURCE):
+        pytest.skip("Debian's dataset-fashion-mnist is not installed (make installs it)")
+    items, labels = fashion_mnist.read_split(fashion_mnist.DEFAULT_SOURCE, "train" if seed else "test")
+    keep = labels < 3
+    rng = np.random.default_rng(seed)
+    made = [
+        scenes.compose_scene(rng, items[keep][:3000], labels[keep][:3000], canvas=canvas, max_objects=2,
+                             min_side=20, max_side=32)
+        for _ in range(count)
+    ]  # fmt: skip
+    images = np.stack([m[0] for m in made]).astype(np.float32)
+    truth = [{"boxes": m[1], "classes": m[2]} for m in made]
+    return images, truth, np.stack([m[3][..., 0] for m in made]).astype(np.int32)
+

@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 
 from tests.conftest import run_cli, run_python
+from tests.conftest import tiny_scenes as tiny_scenes_with_masks
 from toolkit.heads.detection import DetectionDecoder
 from toolkit.tasks import detection
 
@@ -107,22 +108,8 @@ def test_decoder_nms_matches_textbook_greedy_nms_on_random_maps():
         np.testing.assert_allclose(out["boxes"][0, :n], raw["boxes"][keep], rtol=1e-6)
 
 
-def tiny_scenes(count, seed, canvas=64):
-    from toolkit.data import fashion_mnist, scenes
-
-    if not __import__("os").path.isdir(fashion_mnist.DEFAULT_SOURCE):
-        pytest.skip("Debian's dataset-fashion-mnist is not installed (make installs it)")
-    items, labels = fashion_mnist.read_split(fashion_mnist.DEFAULT_SOURCE, "train" if seed else "test")
-    keep = labels < 3  # three classes that look unalike: t-shirt, trouser, pullover
-    rng = np.random.default_rng(seed)
-    made = [
-        scenes.compose_scene(rng, items[keep][:3000], labels[keep][:3000], canvas=canvas, max_objects=2,
-                             min_side=20, max_side=32)
-        for _ in range(count)
-    ]  # fmt: skip
-    images = np.stack([m[0] for m in made]).astype(np.float32)
-    truth = [{"boxes": m[1], "classes": m[2]} for m in made]
-    return images, truth
+def tiny_scenes(count, seed):
+    return tiny_scenes_with_masks(count, seed)[:2]
 
 
 def tiny_detector(num_classes=3):

@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from tests.test_segmentation import tiny_scene_masks
+from tests.conftest import tiny_scenes
 from toolkit.errors import ToolkitError
 from toolkit.tasks import multitask
 
@@ -17,16 +17,7 @@ def tiny_multitask(heads=multitask.HEADS):
 
 def scenes_with_labels(count, seed):
     """Images, the training targets for every head, and the packed test labels by head."""
-    from toolkit.data import fashion_mnist, scenes
-
-    items, labels = fashion_mnist.read_split(fashion_mnist.DEFAULT_SOURCE, "train" if seed else "test")
-    keep = labels < 3
-    rng = np.random.default_rng(seed)
-    made = [scenes.compose_scene(rng, items[keep][:3000], labels[keep][:3000], canvas=64, max_objects=2,
-                                 min_side=20, max_side=32) for _ in range(count)]  # fmt: skip
-    images = np.stack([m[0] for m in made]).astype(np.float32)
-    truth = [{"boxes": m[1], "classes": m[2]} for m in made]
-    masks = np.stack([m[3][..., 0] for m in made])
+    images, truth, masks = tiny_scenes(count, seed)
     return images, multitask.labels_from_ground_truth(truth, masks, 3)
 
 
@@ -45,7 +36,6 @@ def exported_run(tmp_path_factory):
 
     from toolkit.export import pipeline
 
-    tiny_scene_masks(1, 1)  # skips when Fashion-MNIST is not installed
     keras.utils.set_random_seed(0)
     images, labels = scenes_with_labels(256, seed=1)
     test_images, test_labels = scenes_with_labels(48, seed=0)

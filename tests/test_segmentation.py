@@ -7,27 +7,16 @@ import keras
 import numpy as np
 import pytest
 
-from tests.conftest import run_cli
+from tests.conftest import run_cli, tiny_scenes
 from toolkit.errors import ToolkitError
 from toolkit.metrics import segmentation as metrics
 from toolkit.tasks import segmentation
 
 
-def tiny_scene_masks(count, seed, canvas=64):
+def tiny_scene_masks(count, seed):
     """(images float32 (N, 64, 64, 1), masks int32 (N, 64, 64)): scenes of 1-2 items of 3 classes."""
-    from toolkit.data import fashion_mnist, scenes
-
-    if not __import__("os").path.isdir(fashion_mnist.DEFAULT_SOURCE):
-        pytest.skip("Debian's dataset-fashion-mnist is not installed (make installs it)")
-    items, labels = fashion_mnist.read_split(fashion_mnist.DEFAULT_SOURCE, "train" if seed else "test")
-    keep = labels < 3  # t-shirt, trouser, pullover
-    rng = np.random.default_rng(seed)
-    made = [
-        scenes.compose_scene(rng, items[keep][:3000], labels[keep][:3000], canvas=canvas, max_objects=2,
-                             min_side=20, max_side=32)
-        for _ in range(count)
-    ]  # fmt: skip
-    return np.stack([m[0] for m in made]).astype(np.float32), np.stack([m[3][..., 0] for m in made]).astype(np.int32)
+    images, _, masks = tiny_scenes(count, seed)
+    return images, masks
 
 
 def tiny_segmenter(num_classes=4):

@@ -46,6 +46,31 @@ def parser(name, description, **defaults):
     return p
 
 
+# The backbone of every recipe on the FPN neck (detection, segmentation, multitask), so that they share
+# weights (--backbone-weights, the multi-task model) and their benchmarks compare like for like. Wider
+# low-resolution stages than the classifier's default: telling shirts from pullovers is the hard part
+# of the scenes, and channels at stride 8-32 are cheap next to the stride-4 neck and heads.
+PYRAMID_BACKBONE_OPTIONS = {"resnet": ["widths=(24, 48, 96, 192)", "depths=(1, 1, 2, 2)"]}
+
+
+def add_pyramid_options(p, augmentations):
+    """The flags every recipe on the FPN neck shares: input size, augmentation, neck and head sizes."""
+    p.add_argument("--image-size", type=positive_int, default=None, help="resize images (square)")
+    p.add_argument("--augment", default="flip", help=augmentations)
+    p.add_argument("--neck-channels", type=positive_int, default=48, help="FPN channels")
+    p.add_argument("--head-channels", type=positive_int, default=48)
+    p.add_argument("--head-depth", type=positive_int, default=2, help="separable convs per head")
+    p.add_argument("--calibration-samples", type=positive_int, default=200, help="int8 calibration images")
+    return p
+
+
+def pyramid_defaults(args):
+    """Parsed args of a pyramid recipe with the shared backbone's options when none were given."""
+    if not args.backbone_option:
+        args.backbone_option = list(PYRAMID_BACKBONE_OPTIONS.get(args.backbone, []))
+    return args
+
+
 # Options that change how a run is watched, not what it computes: a resumed run may differ in them.
 NOT_IN_CONFIG = ("verbose", "threads", "resume", "restart")
 
@@ -115,6 +140,17 @@ def verbosity(text):
 
 def command_line(recipe, argv):
     return shlex.join(["toolkit", "run", recipe, *(sys.argv[3:] if argv is None else argv)])
+
+
+def conclude(run, name, metric, argv, args, options, model, formats, seconds, history, **details):
+    """Every recipe's last step inside its run folder: the training curves, then report.json and
+    report.md (`summary`'s fields and the recipe's own `details`). Returns the report."""
+    from toolkit.export import report
+
+    report.plot_history(history, run.file("training_curves.png"))
+    result = summary(name, metric, argv, args, options, model, formats, seconds, history, **details)
+    report.write_report(run.path, result)
+    return result
 
 
 def summary(name, metric, argv, args, options, model, formats, seconds, history, **details):
