@@ -7,6 +7,7 @@ bad files; `{files}` in an argument is its folder, `{out}` the output folder hol
 
 import hashlib
 import io
+import json
 import os
 import resource
 import zipfile
@@ -80,6 +81,26 @@ cli("NaN node feature", [*NODE, "--data", f"edges:{F}/edges.csv,labels:{F}/label
     "features_nan.csv line 3", "not a finite number")  # fmt: skip
 cli("graph without labels", [*NODE, "--data", f"edges:{F}/edges.csv"], "give labels too")
 cli("--distribute on one graph", [*NODE, "--data", "karate", "--distribute"], "no batch to split")
+
+# Detection, segmentation and multi-task data
+DET = ("run", "detection", "--output", O, "--epochs", "1")
+SEG = ("run", "segmentation", "--output", O, "--epochs", "1")
+MT = ("run", "multitask", "--output", O, "--epochs", "1")
+cli("box outside its image", [*DET, "--data", f"coco:{F}/coco/outside.json"], "outside.json", "annotation id 1",
+    "outside the 40x30 image")  # fmt: skip
+cli("box of an unknown category", [*DET, "--data", f"coco:{F}/coco/category.json"], "category.json",
+    "annotation id 1 has category id 99")  # fmt: skip
+cli("COCO file that is not JSON", [*DET, "--data", f"coco:{F}/coco/broken.json"], "broken.json: not valid JSON")
+cli("mask of the wrong size", [*SEG, "--data", f"folder:{F}/seg_size"], "007.png", "mask is 16x16",
+    "image is 32x32")  # fmt: skip
+cli("image without its mask", [*SEG, "--data", f"folder:{F}/seg_missing"], "007.png does not exist")
+cli("mask value outside the classes", [*SEG, "--data", f"folder:{F}/seg_value"], "007.png", "mask value 7",
+    "0..2")  # fmt: skip
+cli("segmentation size not a multiple of 32", [*SEG, "--image-size", "100"], "divisible by 32", "100x100")
+cli("unknown multi-task head", [*MT, "--heads", "detection,depth"], "unknown head 'depth'")
+cli("malformed head weights", [*MT, "--head-weights", "detection"], "--head-weights", "'detection'")
+cli("predict segmentation a missing image", ["predict", "segmentation", f"{F}/nope.png", "--run",
+    f"{O}/classification", "--format", "keras"], "nope.png: no such image file")  # fmt: skip
 
 # Names
 cli("unknown command", ["trian"], "unknown command 'trian'", "train")
@@ -202,7 +223,40 @@ def files(tmp_path_factory):
     with zipfile.ZipFile(f"{f}/run_noconfig/model.keras", "w") as archive:
         archive.writestr("metadata.json", "{}")
     _tiny_model(f"{f}/run_lambda/model.keras", with_lambda=True)
+    _coco(f"{f}/coco")
+    for name, mutate in (
+        ("seg_size", lambda masks: masks.update({7: np.zeros((16, 16), np.uint8)})),
+        ("seg_missing", lambda masks: masks.pop(7)),
+        ("seg_value", lambda masks: masks[7].__setitem__((3, 3), 7)),
+    ):
+        masks = {i: (np.arange(32 * 32).reshape(32, 32) % 3).astype(np.uint8) for i in range(40)}
+        mutate(masks)
+        for i in range(40):
+            _png(f"{f}/{name}/images/{i:03d}.png", (32, 32))
+        os.makedirs(f"{f}/{name}/masks")
+        for i, mask in masks.items():
+            Image.fromarray(mask).save(f"{f}/{name}/masks/{i:03d}.png")
+        _write(f"{f}/{name}/classes.txt", "background\nsock\nhat\n")
     return f
+
+
+def _coco(folder):
+    """outside.json: annotation 1's box lies right of its 40x30 image; category.json: annotation 1 has
+    category 99; broken.json: cut short."""
+    for i in range(12):
+        _png(f"{folder}/img{i}.png", (30, 40))
+    good = {
+        "images": [{"id": i, "file_name": f"img{i}.png", "width": 40, "height": 30} for i in range(12)],
+        "annotations": [{"id": i, "image_id": i, "category_id": 1, "bbox": [2, 3, 10, 5]} for i in range(12)],
+        "categories": [{"id": 1, "name": "sock"}],
+    }
+    outside = json.loads(json.dumps(good))
+    outside["annotations"][1]["bbox"] = [45, 3, 10, 5]
+    category = json.loads(json.dumps(good))
+    category["annotations"][1]["category_id"] = 99
+    _write(f"{folder}/outside.json", json.dumps(outside))
+    _write(f"{folder}/category.json", json.dumps(category))
+    _write(f"{folder}/broken.json", json.dumps(good)[:40])
 
 
 @pytest.fixture(scope="module")

@@ -37,14 +37,9 @@ MASK_KEYS = ("segmentation_mask", "instance_mask")
 
 
 @dataclasses.dataclass
-class DetectionData:
-    train: tf.data.Dataset
-    validation: tf.data.Dataset
-    test: tf.data.Dataset
-    class_names: list
-    image_shape: tuple
-    source: str
-    sizes: dict  # split name -> number of images
+class DetectionData(image_data.ImageSplits):
+    """Examples: {"image", "boxes" (n, 4) xyxy pixels, "classes" (n,)} and, where the source has
+    them, "segmentation_mask" / "instance_mask"."""
 
     def ground_truth(self, split):
         """The whole split as (images uint8 (N, H, W, C), [{"boxes": (n, 4) float32, "classes": (n,) int32}])."""

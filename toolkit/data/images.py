@@ -22,7 +22,11 @@ AUTOTUNE = tf.data.AUTOTUNE
 
 
 @dataclasses.dataclass
-class ImageClassificationData:
+class ImageSplits:
+    """What every image task's data is: unbatched train / validation / test tf.data splits of uint8
+    images (and the task's labels), with the class names, image shape, source and split sizes.
+    Each task's subclass adds how to read a whole split as numpy arrays."""
+
     train: tf.data.Dataset
     validation: tf.data.Dataset
     test: tf.data.Dataset
@@ -31,6 +35,9 @@ class ImageClassificationData:
     source: str
     sizes: dict  # split name -> number of examples
 
+
+@dataclasses.dataclass
+class ImageClassificationData(ImageSplits):
     def arrays(self, split):
         """The whole split as numpy arrays (images uint8, labels int64)."""
         images, labels = zip(*getattr(self, split).as_numpy_iterator())

@@ -35,14 +35,8 @@ AUGMENTATIONS = ("none", "flip")
 
 
 @dataclasses.dataclass
-class SegmentationData:
-    train: tf.data.Dataset
-    validation: tf.data.Dataset
-    test: tf.data.Dataset
-    class_names: list  # class 0 is the background
-    image_shape: tuple
-    source: str
-    sizes: dict  # split name -> number of images
+class SegmentationData(image_data.ImageSplits):
+    """Examples: {"image", "mask" (H, W, 1) uint8 class ids, 255 = void}; class_names[0] is the background."""
 
     def arrays(self, split):
         """The whole split as (images uint8 (N, H, W, C), masks uint8 (N, H, W))."""
