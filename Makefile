@@ -43,6 +43,7 @@ benchmark: $(STAMP) data
 	$(VENV)/bin/toolkit run node_classification
 	$(PY) benchmarks/edge_formats.py
 	$(PY) benchmarks/segmentation.py
+	$(PY) benchmarks/segmentation_diagnostics.py
 	$(PY) benchmarks/multitask.py --reuse
 	$(PY) benchmarks/memory.py
 	$(PY) benchmarks/reliability.py
@@ -50,4 +51,6 @@ benchmark: $(STAMP) data
 clean:
 	rm -rf $(VENV) saved_models/classification saved_models/sentiment saved_models/node_classification \
 		saved_models/detection saved_models/detection_transfer saved_models/classification_for_detection \
-		saved_models/translation saved_models/generation saved_models/segmentation saved_models/multitask
+		saved_models/translation saved_models/generation saved_models/segmentation saved_models/multitask \
+		saved_models/segmentation_transfer saved_models/deeplab_baseline saved_models/retinanet_baseline \
+		saved_models/single_detection saved_models/single_segmentation saved_models/single_classification
