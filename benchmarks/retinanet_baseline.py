@@ -49,6 +49,7 @@ import keras
 import keras_hub
 import numpy as np
 
+from benchmarks.budget import BatchTimes, TimeBudget
 from toolkit import backbones
 from toolkit.export import litert
 from toolkit.metrics import detection as detection_metrics
@@ -323,16 +324,6 @@ def litert_attempt(model, folder, image=None):
     return dict(verdict, routes=routes)
 
 
-class BatchTimes(keras.callbacks.Callback):
-    """Wall time of every training batch (the first pays for tracing)."""
-
-    def on_train_batch_begin(self, batch, logs=None):
-        self.start = time.perf_counter()
-
-    def on_train_batch_end(self, batch, logs=None):
-        self.times = getattr(self, "times", []) + [time.perf_counter() - self.start]
-
-
 def _self_check(folder, train_size=512, test_size=256, batch_size=32, epochs=1):
     from toolkit.data import detection, scenes
 
@@ -387,21 +378,6 @@ def _self_check(folder, train_size=512, test_size=256, batch_size=32, epochs=1):
 
 if __name__ == "__main__":
     _self_check(sys.argv[1] if len(sys.argv) > 1 else "/tmp/retinanet_baseline")
-
-
-class TimeBudget(keras.callbacks.Callback):
-    """Stops training after the batch that crosses `seconds` of wall time since training began."""
-
-    def __init__(self, seconds):
-        super().__init__()
-        self.seconds = seconds
-
-    def on_train_begin(self, logs=None):
-        self.start = time.perf_counter()
-
-    def on_train_batch_end(self, batch, logs=None):
-        if time.perf_counter() - self.start >= self.seconds:
-            self.model.stop_training = True
 
 
 def run(args, budget_seconds, folder="saved_models/retinanet_baseline"):
