@@ -33,7 +33,8 @@ def head_weights(text):
             weights[head] = float(value)
         except ValueError:
             raise ToolkitError(f"--head-weights wants HEAD=NUMBER pairs, got {pair!r}") from None
-    multitask.check_heads(weights)
+    if weights:  # no --head-weights: every head weighs 1
+        multitask.check_heads(weights)
     return weights
 
 

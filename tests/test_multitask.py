@@ -1,9 +1,11 @@
 """Multi-task: one backbone feeding detection, segmentation and presence heads, one LiteRT file with every output."""
 
+import json
+
 import numpy as np
 import pytest
 
-from tests.conftest import tiny_scenes
+from tests.conftest import run_cli, tiny_scenes
 from toolkit.errors import ToolkitError
 from toolkit.tasks import multitask
 
@@ -97,3 +99,37 @@ def test_heads_are_checked_and_one_head_is_a_single_task_model():
     # int8 keeps the detection decoder in float only where there is one to keep
     assert pipeline.float_layers_of(multitask, multitask.inference_model(model)) == ()
     assert pipeline.float_layers_of(multitask, multitask.inference_model(tiny_multitask())) == ("decoder",)
+
+
+def test_default_flags_parse_and_head_weights_are_checked():
+    from recipes import multitask as recipe
+
+    args = recipe.parse_args([])  # the default run: every head, each weighing 1
+    assert args.heads == multitask.HEADS and args.head_weights == {}
+    assert recipe.parse_args(["--head-weights", "segmentation=0.5"]).head_weights == {"segmentation": 0.5}
+    with pytest.raises(ToolkitError, match="unknown head 'depth'"):
+        recipe.parse_args(["--head-weights", "depth=1"])
+
+
+@pytest.mark.slow
+def test_recipe_from_the_command_line(tmp_path):
+    """`toolkit run multitask` on the embedded scenes (built into a temporary data dir, resized to 64 px),
+    one epoch of a tiny backbone: one run folder, one LiteRT file per format with every head's outputs."""
+    tiny_scenes(1, 1)  # skips when Fashion-MNIST is not installed
+    done = run_cli(
+        "run", "multitask", "--data", "scenes", "--data-dir", str(tmp_path / "tfds"), "--image-size", "64",
+        "--output", str(tmp_path / "runs"), "--epochs", "1", "--batch-size", "64", "--verbose", "0",
+        "--neck-channels", "16", "--head-channels", "16", "--head-depth", "1", "--calibration-samples", "16",
+        "--backbone-option", "widths=(16,16,32,32)", "--backbone-option", "stem_width=16",
+        "--backbone-option", "depths=(1,1,1,1)",
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr[-3000:]
+    run = tmp_path / "runs" / "multitask"
+    report = json.loads((run / "report.json").read_text())
+    assert report["metric"] == multitask.METRIC and report["heads"] == list(multitask.HEADS)
+    assert set(report["outputs"]) == OUTPUTS
+    for fmt in ("keras", "tflite_fp32", "tflite_int8"):
+        assert {"map", "miou", "presence_exact"} <= set(report["formats"][fmt]), fmt
+    assert report["formats"]["tflite_fp32"]["miou"] == pytest.approx(report["formats"]["keras"]["miou"], abs=2e-3)
+    for name in ("model.keras", "model_fp32.tflite", "model_int8.tflite", "detections.png", "segmentation.png"):
+        assert (run / name).is_file(), name
