@@ -133,3 +133,22 @@ def test_recipe_from_the_command_line(tmp_path):
     assert report["formats"]["tflite_fp32"]["miou"] == pytest.approx(report["formats"]["keras"]["miou"], abs=2e-3)
     for name in ("model.keras", "model_fp32.tflite", "model_int8.tflite", "detections.png", "segmentation.png"):
         assert (run / name).is_file(), name
+
+
+def test_a_one_head_model_exports_and_is_scored_in_every_format(tmp_path):
+    """The presence head alone (the benchmark's single-task classifier): Keras names its one output,
+    a one-output LiteRT file returns a bare array; every format is scored under the same name."""
+    import keras
+
+    from toolkit.export import pipeline
+
+    keras.utils.set_random_seed(0)
+    images, labels = scenes_with_labels(24, seed=1)
+    model = multitask.compile(tiny_multitask(("classification",)), 3, 1e-3, total_steps=1)
+    labels = {"classification": labels["classification"]}
+    formats, outputs = pipeline.finish_run(str(tmp_path), multitask.inference_model(model), "multitask", images,
+                                           labels, images[:8])  # fmt: skip
+    assert set(outputs) == {"presence"}
+    for fmt in ("keras", "saved_model", "tflite_fp32", "tflite_int8"):
+        assert 0 <= formats[fmt]["presence_exact"] <= 1, fmt
+    assert formats["tflite_fp32"]["presence_exact"] == formats["keras"]["presence_exact"]

@@ -65,6 +65,14 @@ def keras_outputs(model, inputs, batch_size=256):
     return {k: np.asarray(v) for k, v in outputs.items()} if isinstance(outputs, dict) else np.asarray(outputs)
 
 
+def named_like(outputs, reference):
+    """A one-output file's bare array, named as the Keras model's one named output (a multi-task model
+    with only its presence head returns {"presence": ...} from Keras, one array from LiteRT)."""
+    if isinstance(reference, dict) and len(reference) == 1 and not isinstance(outputs, dict):
+        return {next(iter(reference)): outputs}
+    return outputs
+
+
 def concatenate(batches):
     if isinstance(batches[0], dict):
         return {k: np.concatenate([np.asarray(b[k]) for b in batches]) for k in batches[0]}
@@ -216,7 +224,7 @@ def litert_format(run_dir, module, name, saved_model_dir, inputs, calibration, l
     write_atomic(path, litert.convert(saved_model_dir, name.split("_", 1)[1], feed(calibration), float_layers))
     crash_point(f"export:{name}")
     runtime = litert.LiteRTModel(path, threads=threads[0])
-    outputs = runtime.predict(feed(inputs))
+    outputs = named_like(runtime.predict(feed(inputs)), reference)
     if not all_finite(outputs):
         raise ToolkitError(f"{os.path.basename(path)} gives non-finite outputs")
     by_threads = {}
