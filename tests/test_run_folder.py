@@ -40,3 +40,19 @@ def test_unwritable_output_is_a_clear_error(tmp_path):
     with pytest.raises(ToolkitError, match="cannot write to output folder"):
         with RunFolder(target, "demo"):
             pass
+
+
+def test_an_interrupted_run_resumes_with_the_same_options_only(tmp_path):
+    """The options are compared as saved (JSON): a tuple option (multitask's --heads) is the same run."""
+    from toolkit.export.run_folder import RESUME_DIR
+
+    config = {"heads": ("classification",), "epochs": 8}
+    with pytest.raises(RuntimeError):
+        with RunFolder(tmp_path, "demo", config=config) as run:
+            write_atomic(run.file(RESUME_DIR, "state.json"), "{}")  # an epoch completed, then a crash
+            raise RuntimeError("killed")
+    with pytest.raises(ToolkitError, match="made with epochs=8, not 9"):
+        with RunFolder(tmp_path, "demo", config={**config, "epochs": 9}):
+            pass
+    with RunFolder(tmp_path, "demo", config=dict(config)) as run:
+        assert run.resuming

@@ -91,7 +91,8 @@ class RunFolder:
         elif self.config is not None and os.path.isfile(config_path):
             with open(config_path) as f:
                 saved = json.load(f)
-            differing = sorted(k for k in set(saved) | set(self.config) if saved.get(k) != self.config.get(k))
+            current = json.loads(json.dumps(self.config))  # as it was saved: tuples are lists in JSON
+            differing = sorted(k for k in set(saved) | set(current) if saved.get(k) != current.get(k))
             if differing:
                 k = differing[0]
                 raise ToolkitError(
