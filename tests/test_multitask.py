@@ -92,13 +92,14 @@ def test_heads_are_checked_and_one_head_is_a_single_task_model():
     with pytest.raises(ToolkitError, match="at least one head"):
         multitask.check_heads([])
     from toolkit.export import pipeline
+    from toolkit.tasks import detection
 
     model = tiny_multitask(("classification",))
     assert set(model.output) == {"presence"}
     assert set(multitask.inference_model(model).output) == {"presence"}
     # int8 keeps the detection decoder in float only where there is one to keep
     assert pipeline.float_layers_of(multitask, multitask.inference_model(model)) == ()
-    assert pipeline.float_layers_of(multitask, multitask.inference_model(tiny_multitask())) == ("decoder",)
+    assert pipeline.float_layers_of(multitask, multitask.inference_model(tiny_multitask())) == detection.FLOAT_LAYERS
 
 
 def test_default_flags_parse_and_head_weights_are_checked():

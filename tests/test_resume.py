@@ -163,7 +163,7 @@ def test_a_crash_between_the_state_files_keeps_the_previous_state(tmp_path, monk
 
     x = np.random.default_rng(0).normal(size=(64, 4)).astype("float32")
     data = tf.data.Dataset.from_tensor_slices((x, (x[:, 0] > 0).astype("int64"))).batch(16)
-    whole, _ = training.fit(model(), data, data, 4, str(tmp_path / "whole"), verbose=0)
+    whole, whole_seconds = training.fit(model(), data, data, 4, str(tmp_path / "whole"), verbose=0)
 
     calls = []
 
@@ -179,3 +179,7 @@ def test_a_crash_between_the_state_files_keeps_the_previous_state(tmp_path, monk
     monkeypatch.undo()
     resumed, _ = training.fit(model(), data, data, 4, str(tmp_path / "crashed"), verbose=0)
     assert resumed == whole
+    # a re-run of a finished run trains nothing, and reports the training time the run took
+    again, seconds = training.fit(model(), data, data, 4, str(tmp_path / "whole"), verbose=0)
+    assert again == whole and seconds >= training.read_state(str(tmp_path / "whole" / "resume"))["seconds"] > 0
+    assert seconds >= 0.5 * whole_seconds

@@ -42,6 +42,11 @@ class Resume(keras.callbacks.BackupAndRestore):
         self.data_state = list(data_state)
         self.history = {}
         self.resumed_from = 0
+        self.previous_seconds = 0.0  # training time of the epochs restored from an interrupted run
+
+    def on_train_begin(self, logs=None):
+        self._began = time.perf_counter()
+        super().on_train_begin(logs)
 
     # -- restore ---------------------------------------------------------------------------
     def _load_model(self):
@@ -59,6 +64,7 @@ class Resume(keras.callbacks.BackupAndRestore):
                 if isinstance(callback, keras.callbacks.EarlyStopping):
                     _restore_early_stopping(callback, state.get("early_stopping"), arrays)
         self.history = {k: list(v) for k, v in state["history"].items()}
+        self.previous_seconds = float(state.get("seconds", 0.0))
         epoch = state["epoch"]
         # Training that already ended (all epochs, or stopped early) does not start again.
         self.model._initial_epoch = self.params["epochs"] if state.get("finished") else epoch
@@ -90,6 +96,7 @@ class Resume(keras.callbacks.BackupAndRestore):
             "epoch": self._current_epoch,
             "finished": bool(finished or self.model.stop_training or self._current_epoch >= self.params["epochs"]),
             "history": self.history,
+            "seconds": self.previous_seconds + time.perf_counter() - self._began,
             "variables": {
                 "model": [v.path for v in self.model.variables],
                 "optimizer": [v.path for v in self.model.optimizer.variables] if self.model.optimizer else [],
@@ -302,7 +309,8 @@ def _distributed_fit(model):
 def fit(model, train, validation, epochs, run_dir, patience=3, verbose="auto", data_state=None):
     """model.fit with the shared callbacks, resuming from `run_dir/resume/` when a crashed run left it.
 
-    Returns (history dict over all epochs, resumed ones included; wall seconds of this call).
+    Returns (history dict over all epochs, resumed ones included; wall seconds of training, the
+    interrupted run's included).
     `data_state`: datasets whose per-pass random state must be replayed on resume (default: `train`).
     The best epoch's weights are written to `run_dir/checkpoints/best.weights.h5`."""
     start = time.perf_counter()
@@ -323,7 +331,7 @@ def fit(model, train, validation, epochs, run_dir, patience=3, verbose="auto", d
         )
     os.makedirs(os.path.join(run_dir, "checkpoints"), exist_ok=True)
     model.save_weights(os.path.join(run_dir, "checkpoints", "best.weights.h5"))
-    return resume.history, time.perf_counter() - start
+    return resume.history, resume.previous_seconds + time.perf_counter() - start
 
 
 def load_backbone_weights(backbone, path):

@@ -35,7 +35,7 @@ HEADS = ("detection", "segmentation", "classification")
 METRIC = "mean_head_score"  # the mean of each head's headline metric: map, miou, presence_exact
 HEAD_METRICS = {"detection": "map", "segmentation": "miou", "classification": "presence_exact"}
 LITERT_FORMATS = ("tflite_fp32", "tflite_int8")
-FLOAT_LAYERS = ("decoder",)  # as detection: box decoding and NMS stay float in int8 files
+FLOAT_LAYERS = detection.FLOAT_LAYERS  # as detection: box decoding, NMS and the edge output stay float in int8
 LEVEL = "P2"
 
 
