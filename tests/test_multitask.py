@@ -105,8 +105,9 @@ def test_heads_are_checked_and_one_head_is_a_single_task_model():
 def test_default_flags_parse_and_head_weights_are_checked():
     from recipes import multitask as recipe
 
-    args = recipe.parse_args([])  # the default run: every head, each weighing 1
-    assert args.heads == multitask.HEADS and args.head_weights == {}
+    args = recipe.parse_args([])  # the default run: every head, segmentation weighing 2 (chosen on validation)
+    assert args.heads == multitask.HEADS and args.head_weights == {"segmentation": 2.0}
+    assert recipe.parse_args(["--head-weights", ""]).head_weights == {}  # every head weighs 1
     assert recipe.parse_args(["--head-weights", "segmentation=0.5"]).head_weights == {"segmentation": 0.5}
     with pytest.raises(ToolkitError, match="unknown head 'depth'"):
         recipe.parse_args(["--head-weights", "depth=1"])
