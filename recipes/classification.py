@@ -10,7 +10,6 @@ on the whole held-out test split, written to saved_models/classification/ with r
 import math
 
 import keras
-import numpy as np
 
 from toolkit import recipe, training
 from toolkit.data import images
@@ -59,7 +58,7 @@ def main(argv=None):
 
         # Export and verify every format on the whole test split (calibration from the training split).
         test_images, test_labels = data.arrays("test")
-        calibration = np.stack([x for x, _ in data.train.take(args.calibration_samples).as_numpy_iterator()])
+        calibration = data.calibration_images(args.calibration_samples)
         formats, outputs = pipeline.finish_run(
             run.path, model, "classification", test_images, test_labels, calibration, args.threads
         )

@@ -13,7 +13,6 @@ saved_models/detection/ with report.json and a PNG of test detections.
 import math
 
 import keras
-import numpy as np
 
 from toolkit import recipe, training
 from toolkit.data import detection as detection_data
@@ -69,7 +68,7 @@ def main(argv=None):
         detector = detection.inference_model(model, args.max_detections, args.score_threshold, args.iou_threshold)
         test_images, ground_truth = data.ground_truth("test")
         labels = detection.pack_ground_truth(ground_truth)
-        calibration = np.stack([e["image"] for e in data.train.take(args.calibration_samples).as_numpy_iterator()])
+        calibration = data.calibration_images(args.calibration_samples)
         formats, outputs = pipeline.finish_run(
             run.path, detector, "detection", test_images, labels, calibration, args.threads
         )

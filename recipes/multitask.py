@@ -87,7 +87,7 @@ def main(argv=None):
         masks = np.stack([e["segmentation_mask"][..., 0] for e in data.test.as_numpy_iterator()]) \
             if "segmentation" in args.heads else None  # fmt: skip
         labels = multitask.labels_from_ground_truth(ground_truth, masks, num_classes, args.heads)
-        calibration = np.stack([e["image"] for e in data.train.take(args.calibration_samples).as_numpy_iterator()])
+        calibration = data.calibration_images(args.calibration_samples)
         formats, outputs = pipeline.finish_run(
             run.path, exported, "multitask", test_images, labels, calibration, args.threads
         )

@@ -14,7 +14,6 @@ saved_models/segmentation/ with report.json and a PNG of test images with predic
 import math
 
 import keras
-import numpy as np
 
 from toolkit import recipe, training
 from toolkit.data import segmentation as segmentation_data
@@ -65,7 +64,7 @@ def main(argv=None):
         # The exported model ends in the arg-max (uint8 class map); every format is scored on the test split.
         segmenter = segmentation.inference_model(model)
         test_images, test_masks = data.arrays("test")
-        calibration = np.stack([e["image"] for e in data.train.take(args.calibration_samples).as_numpy_iterator()])
+        calibration = data.calibration_images(args.calibration_samples)
         formats, outputs = pipeline.finish_run(
             run.path, segmenter, "segmentation", test_images, test_masks, calibration, args.threads
         )

@@ -35,6 +35,11 @@ class ImageSplits:
     source: str
     sizes: dict  # split name -> number of examples
 
+    def calibration_images(self, count):
+        """The first `count` training images as one uint8 array: the int8 files' calibration samples."""
+        examples = self.train.take(count).as_numpy_iterator()
+        return np.stack([e["image"] if isinstance(e, dict) else e[0] for e in examples])
+
 
 @dataclasses.dataclass
 class ImageClassificationData(ImageSplits):
