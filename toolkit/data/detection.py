@@ -81,13 +81,7 @@ def from_builder(builder, source, image_size=None, validation_fraction=0.1):
     objects = features["objects"] if "objects" in features else {}  # noqa: SIM401 (FeaturesDict has no .get)
     if "image" not in features or "bbox" not in objects or "label" not in objects:
         raise ToolkitError(f"TFDS dataset {name!r} has no image and objects/bbox, objects/label: not detection")
-    splits = set(builder.info.splits)
-    if "train" not in splits or "test" not in splits:
-        raise ToolkitError(f"TFDS dataset {name!r} needs train and test splits, has {sorted(splits)}")
-    wanted = {"train": "train", "validation": "validation", "test": "test"}
-    if "validation" not in splits:
-        percent = round(100 * (1 - validation_fraction))
-        wanted.update(train=f"train[:{percent}%]", validation=f"train[{percent}%:]")
+    wanted, sizes = local_tfds.splits(builder, validation_fraction)
     masks = [key for key in MASK_KEYS if key in features]
 
     def convert(example):
@@ -99,7 +93,6 @@ def from_builder(builder, source, image_size=None, validation_fraction=0.1):
         out.update({key: example[key] for key in masks})
         return out
 
-    sizes = {k: int(builder.info.splits[s].num_examples) for k, s in wanted.items()}
     shape = tuple(features["image"].shape)
     ds = {k: builder.as_dataset(split=s).map(convert, num_parallel_calls=AUTOTUNE) for k, s in wanted.items()}
     if None not in shape and sum(sizes.values()) * np.prod(shape) * (1 + len(masks)) <= CACHE_BYTES:

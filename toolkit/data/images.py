@@ -134,15 +134,8 @@ def _tfds(name, data_dir, validation_fraction, image_size):
     features = builder.info.features
     if "label" not in features or "image" not in features:
         raise ToolkitError(f"TFDS dataset {name!r} has no image/label features; it is not image classification")
-    splits = set(builder.info.splits)
-    if "test" not in splits or "train" not in splits:
-        raise ToolkitError(f"TFDS dataset {name!r} needs train and test splits, has {sorted(splits)}")
-    percent = int(round(100 * (1 - validation_fraction)))
-    wanted = {"train": "train", "validation": "validation", "test": "test"}
-    if "validation" not in splits:
-        wanted.update(train=f"train[:{percent}%]", validation=f"train[{percent}%:]")
+    wanted, sizes = local_tfds.splits(builder, validation_fraction)
     ds = {k: builder.as_dataset(split=s, as_supervised=True) for k, s in wanted.items()}
-    sizes = {k: int(builder.info.splits[s].num_examples) for k, s in wanted.items()}
     shape = tuple(features["image"].shape)
     data = ImageClassificationData(
         ds["train"], ds["validation"], ds["test"], list(features["label"].names), shape, f"tfds:{name}", sizes

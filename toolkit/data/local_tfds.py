@@ -40,3 +40,18 @@ def prepared_by_name(name, data_dir=None):
             "machine with internet and copy that folder here (or pass --data-dir)"
         )
     return builder
+
+
+def splits(builder, validation_fraction=0.1):
+    """({"train", "validation", "test": TFDS split spec}, {same keys: number of examples}) of a prepared
+    builder; without a validation split, validation is the last `validation_fraction` of train. A
+    dataset without a train or a test split is an error naming it."""
+    found = set(builder.info.splits)
+    if "train" not in found or "test" not in found:
+        raise ToolkitError(f"TFDS dataset {builder.info.name!r} needs train and test splits, has {sorted(found)}")
+    wanted = {"train": "train", "validation": "validation", "test": "test"}
+    if "validation" not in found:
+        percent = round(100 * (1 - validation_fraction))
+        wanted.update(train=f"train[:{percent}%]", validation=f"train[{percent}%:]")
+    return wanted, {k: int(builder.info.splits[s].num_examples) for k, s in wanted.items()}
+

@@ -97,13 +97,7 @@ def from_builder(builder, source, num_classes=None, image_size=None, validation_
         class_names = [str(c) for c in range(num_classes)]
     else:
         raise ToolkitError(f"{source}: say how many classes its masks hold, e.g. {source},classes=3")
-    splits = set(builder.info.splits)
-    if "train" not in splits or "test" not in splits:
-        raise ToolkitError(f"TFDS dataset {builder.info.name!r} needs train and test splits, has {sorted(splits)}")
-    wanted = {"train": "train", "validation": "validation", "test": "test"}
-    if "validation" not in splits:
-        percent = round(100 * (1 - validation_fraction))
-        wanted.update(train=f"train[:{percent}%]", validation=f"train[{percent}%:]")
+    wanted, sizes = local_tfds.splits(builder, validation_fraction)
     high = len(class_names)
 
     def convert(example):
@@ -113,7 +107,6 @@ def from_builder(builder, source, num_classes=None, image_size=None, validation_
         return {"image": example["image"], "mask": mask}
 
     ds = {k: builder.as_dataset(split=s).map(convert, num_parallel_calls=AUTOTUNE) for k, s in wanted.items()}
-    sizes = {k: int(builder.info.splits[s].num_examples) for k, s in wanted.items()}
     shape = tuple(features["image"].shape)
     if image_size is None and None in shape[:2]:
         image_size = detection.DEFAULT_IMAGE_SIZE
