@@ -49,8 +49,8 @@ import keras
 import keras_hub
 import numpy as np
 
-from benchmarks.budget import BatchTimes, TimeBudget
-from toolkit import backbones
+from benchmarks.budget import BatchTimes, fit_within
+from toolkit import backbones, training
 from toolkit.export import litert
 from toolkit.metrics import detection as detection_metrics
 
@@ -121,20 +121,21 @@ def retinanet_batches(dataset):
     return dataset.map(lambda images, targets: (images, {"boxes": targets["boxes"], "labels": targets["classes"]}))
 
 
+def compile_retinanet(model, total_steps, learning_rate=3e-3, weight_decay=1e-4, warmup_fraction=0.05):
+    """KerasHub's losses (focal + Huber, normalised by positive anchors in compute_loss) under the same
+    AdamW warm-up + cosine schedule as our detector, over total_steps."""
+    schedule = training.warmup_cosine(learning_rate, total_steps, warmup_fraction)
+    model.compile(optimizer=keras.optimizers.AdamW(schedule, weight_decay=weight_decay, global_clipnorm=10.0))
+
+
 def train(model, train_ds, validation_ds, epochs, learning_rate=3e-3, weight_decay=1e-4, warmup_fraction=0.05,
           callbacks=None, verbose=2):  # fmt: skip
-    """Plain model.fit on our batches (mapped to RetinaNet's format); KerasHub's losses (focal + Huber,
-    normalised by positive anchors in compute_loss) under the same AdamW warm-up + cosine schedule as
-    our detector. Returns (history, seconds of fit)."""
+    """Plain model.fit on our batches (mapped to RetinaNet's format), compiled by compile_retinanet.
+    Returns (history, seconds of fit)."""
     steps_per_epoch = int(train_ds.cardinality())
     if steps_per_epoch < 1:  # unknown or infinite cardinality: count once
         steps_per_epoch = sum(1 for _ in train_ds)
-    total_steps = epochs * steps_per_epoch
-    warmup = max(1, int(total_steps * warmup_fraction))
-    schedule = keras.optimizers.schedules.CosineDecay(
-        learning_rate / 10, max(1, total_steps - warmup), warmup_target=learning_rate, warmup_steps=warmup
-    )
-    model.compile(optimizer=keras.optimizers.AdamW(schedule, weight_decay=weight_decay, global_clipnorm=10.0))
+    compile_retinanet(model, epochs * steps_per_epoch, learning_rate, weight_decay, warmup_fraction)
     validation = retinanet_batches(validation_ds) if validation_ds is not None else None
     start = time.perf_counter()
     history = model.fit(
@@ -396,16 +397,9 @@ def run(args, budget_seconds, folder="saved_models/retinanet_baseline"):
     augment = detection.augmentation(args.augment, data.image_shape[0], seed=args.seed)
     train_ds = detection.batches(data.train, args.batch_size, args.max_objects, True, augment, args.seed).repeat()
 
-    start = time.perf_counter()
-    timer = BatchTimes()
-    train(model, train_ds.take(8), None, 1, args.learning_rate, callbacks=[timer], verbose=0)  # warm-up + rate
-    per_batch = float(np.median(timer.times[2:]))
-    remaining = budget_seconds - (time.perf_counter() - start)
-    steps = max(1, int(remaining / per_batch))
-    _, seconds = train(model, train_ds.take(steps), None, 1, args.learning_rate,
-                       callbacks=[TimeBudget(remaining)], verbose=2)  # fmt: skip
-    seconds = time.perf_counter() - start
-    images_seen = (8 + steps) * args.batch_size
+    seconds, batches = fit_within(budget_seconds, model, lambda steps: compile_retinanet(model, steps, args.learning_rate),
+                                  retinanet_batches(train_ds))  # fmt: skip
+    images_seen = batches * args.batch_size
 
     images, ground_truth = data.ground_truth("test")
     metrics = score(model, images, ground_truth, num_classes)

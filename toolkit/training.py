@@ -306,6 +306,15 @@ def _distributed_fit(model):
         end_distribution()
 
 
+def warmup_cosine(learning_rate, total_steps, warmup_fraction=0.05):
+    """Every task's learning-rate schedule: linear warm-up from learning_rate / 10 over the first
+    warmup_fraction of the steps, then cosine decay to 0."""
+    warmup = max(1, int(total_steps * warmup_fraction))
+    return keras.optimizers.schedules.CosineDecay(
+        learning_rate / 10, max(1, total_steps - warmup), warmup_target=learning_rate, warmup_steps=warmup
+    )
+
+
 def fit(model, train, validation, epochs, run_dir, patience=3, verbose="auto", data_state=None):
     """model.fit with the shared callbacks, resuming from `run_dir/resume/` when a crashed run left it.
 

@@ -7,7 +7,7 @@ probabilities; the headline metric is top-1 accuracy ("top1").
 import keras
 import numpy as np
 
-from toolkit import backbones
+from toolkit import backbones, training
 from toolkit.errors import ToolkitError
 from toolkit.heads.classification import classification_head
 
@@ -39,10 +39,7 @@ def backbone_of(model):
 
 def compile(model, learning_rate=3e-3, total_steps=1000, weight_decay=0.05, warmup_fraction=0.05, metric=METRIC):
     """AdamW with linear warm-up into cosine decay, sparse cross-entropy, accuracy named `metric`."""
-    warmup = max(1, int(total_steps * warmup_fraction))
-    schedule = keras.optimizers.schedules.CosineDecay(
-        learning_rate / 10, max(1, total_steps - warmup), warmup_target=learning_rate, warmup_steps=warmup
-    )
+    schedule = training.warmup_cosine(learning_rate, total_steps, warmup_fraction)
     model.compile(
         optimizer=keras.optimizers.AdamW(schedule, weight_decay=weight_decay),
         loss="sparse_categorical_crossentropy",

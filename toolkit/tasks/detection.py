@@ -14,7 +14,7 @@ import keras
 import numpy as np
 from keras import ops
 
-from toolkit import backbones
+from toolkit import backbones, training
 from toolkit.errors import ToolkitError
 from toolkit.heads.detection import DetectionDecoder, detection_head
 from toolkit.necks import fpn
@@ -190,10 +190,7 @@ class EdgesGIoULoss(keras.losses.Loss):
 
 def compile(model, learning_rate=2e-3, total_steps=1000, weight_decay=1e-4, warmup_fraction=0.05, edges_weight=5.0):
     """AdamW with warm-up into cosine decay; focal loss on the heatmap, GIoU on the edges."""
-    warmup = max(1, int(total_steps * warmup_fraction))
-    schedule = keras.optimizers.schedules.CosineDecay(
-        learning_rate / 10, max(1, total_steps - warmup), warmup_target=learning_rate, warmup_steps=warmup
-    )
+    schedule = training.warmup_cosine(learning_rate, total_steps, warmup_fraction)
     model.compile(
         optimizer=keras.optimizers.AdamW(schedule, weight_decay=weight_decay, global_clipnorm=10.0),
         loss={"heatmap": HeatmapFocalLoss(), "edges": EdgesGIoULoss()},

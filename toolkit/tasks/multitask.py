@@ -24,7 +24,7 @@ import keras
 import numpy as np
 from keras import layers
 
-from toolkit import backbones
+from toolkit import backbones, training
 from toolkit.errors import ToolkitError, choose
 from toolkit.heads.detection import DetectionDecoder, detection_head
 from toolkit.heads.segmentation import ClassMap, segmentation_head
@@ -145,7 +145,7 @@ def compile(model, num_classes, learning_rate=3e-3, total_steps=1000, weight_dec
     if "classification" in heads:
         losses["presence"] = keras.losses.BinaryCrossentropy()
         loss_weights["presence"] = weights["classification"]
-    schedule = segmentation.schedule(learning_rate, total_steps)
+    schedule = training.warmup_cosine(learning_rate, total_steps)
     model.compile(
         optimizer=keras.optimizers.AdamW(schedule, weight_decay=weight_decay, global_clipnorm=10.0),
         loss=losses,

@@ -17,7 +17,7 @@ import keras
 import numpy as np
 from keras import ops
 
-from toolkit import backbones
+from toolkit import backbones, training
 from toolkit.errors import ToolkitError
 from toolkit.heads.segmentation import ClassMap, segmentation_head
 from toolkit.metrics import segmentation as segmentation_metrics
@@ -102,13 +102,6 @@ class SegmentationLoss(keras.losses.Loss):
                 "class_weights": self.class_weights, "ignore_index": self.ignore_index}  # fmt: skip
 
 
-def schedule(learning_rate, total_steps, warmup_fraction=0.05):
-    warmup = max(1, int(total_steps * warmup_fraction))
-    return keras.optimizers.schedules.CosineDecay(
-        learning_rate / 10, max(1, total_steps - warmup), warmup_target=learning_rate, warmup_steps=warmup
-    )
-
-
 def miou_metric(num_classes, name=METRIC):
     """mIoU during training (keras.metrics.MeanIoU on the arg-max of the logits, void pixels ignored)."""
     return keras.metrics.MeanIoU(num_classes, name=name, sparse_y_pred=False, ignore_class=IGNORE_INDEX)
@@ -119,7 +112,7 @@ def compile(model, num_classes, learning_rate=3e-3, total_steps=1000, weight_dec
     """AdamW with warm-up into cosine decay; cross-entropy + Dice; mIoU as the training metric."""
     model.compile(
         optimizer=keras.optimizers.AdamW(
-            schedule(learning_rate, total_steps), weight_decay=weight_decay, global_clipnorm=10.0
+            training.warmup_cosine(learning_rate, total_steps), weight_decay=weight_decay, global_clipnorm=10.0
         ),
         loss=SegmentationLoss(num_classes, dice_weight, class_weights),
         metrics=[miou_metric(num_classes)],

@@ -15,7 +15,7 @@ the attention context as outputs. These are what LiteRT runs; `translate` is the
 import keras
 import numpy as np
 
-from toolkit import backbones
+from toolkit import backbones, training
 from toolkit.backbones.text.layers import PaddingMask
 from toolkit.data import tokenizer
 from toolkit.errors import ToolkitError
@@ -73,10 +73,7 @@ def build(
 
 def compile(model, learning_rate=3e-3, total_steps=1000, warmup_fraction=0.05):
     """Adam with warm-up and cosine decay; cross-entropy on logits, padding (id 0) ignored."""
-    warmup = max(1, int(total_steps * warmup_fraction))
-    schedule = keras.optimizers.schedules.CosineDecay(
-        learning_rate / 10, max(1, total_steps - warmup), warmup_target=learning_rate, warmup_steps=warmup
-    )
+    schedule = training.warmup_cosine(learning_rate, total_steps, warmup_fraction)
     model.compile(
         optimizer=keras.optimizers.Adam(schedule, clipnorm=1.0),
         loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True, ignore_class=0),
