@@ -26,20 +26,16 @@ import time
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
-from benchmarks.results import classification_backbone, load_report, run_or_reuse, update_section  # noqa: E402
+from benchmarks.results import load_report, run_or_reuse, script_flags, update_section  # noqa: E402
+from benchmarks.results import transfer as transfer_run  # noqa: E402
 from recipes import detection as recipe  # noqa: E402
 from toolkit.export.report import format_table  # noqa: E402
 
 
-
-
-
-
 def main(argv):
-    flags = ("--skip-baseline", "--skip-transfer", "--reuse")
-    skip_baseline, skip_transfer, reuse = (flag in argv for flag in flags)
     command = shlex.join(["python", "benchmarks/detection.py", *argv])
-    argv = [a for a in argv if a not in flags]
+    given, argv = script_flags(argv, "--skip-baseline", "--skip-transfer", "--reuse")
+    skip_baseline, skip_transfer, reuse = given.values()
     args = recipe.parse_args(argv)
     report = run_or_reuse("detection", reuse, lambda: recipe.main(argv + ["--verbose", "2"]))
     f = report["formats"]
@@ -47,10 +43,8 @@ def main(argv):
 
     transfer = None
     if not skip_transfer:
-        weights, classifier = classification_backbone(args, reuse)
-        transferred = run_or_reuse("detection_transfer", reuse, lambda: recipe.main(
-            argv + ["--backbone-weights", weights, "--name", "detection_transfer", "--verbose", "2"]))  # fmt: skip
-        transfer = (transferred, classifier)
+        transfer = transfer_run(recipe, "detection_transfer", args, argv, reuse)
+        classifier = transfer[1]
     else:
         classifier = load_report("classification_for_detection") or load_report("classification")
 

@@ -70,3 +70,18 @@ def classification_backbone(args, reuse):
         name, reuse, lambda: classification_recipe.main(argv + ["--name", name, "--output", OUTPUT, "--verbose", "2"])
     )
     return os.path.join(OUTPUT, name, "backbone.weights.h5"), found
+
+
+def transfer(recipe_module, name, args, argv, reuse):
+    """The task's recipe again, from the backbone the classification recipe trained with the task's
+    backbone options (`classification_backbone`), saved as saved_models/<name>: (its report, the classifier's)."""
+    weights, classifier = classification_backbone(args, reuse)
+    found = run_or_reuse(name, reuse, lambda: recipe_module.main(
+        argv + ["--backbone-weights", weights, "--name", name, "--verbose", "2"]))  # fmt: skip
+    return found, classifier
+
+
+def script_flags(argv, *flags):
+    """A benchmark script's own flags out of argv: ({flag: given}, the rest for the recipe)."""
+    return {flag: flag in argv for flag in flags}, [a for a in argv if a not in flags]
+

@@ -27,12 +27,13 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 from benchmarks.results import (  # noqa: E402
     OUTPUT,
-    classification_backbone,
     machine,
     run_or_reuse,
     save_report,
+    script_flags,
     update_section,
 )
+from benchmarks.results import transfer as transfer_run  # noqa: E402
 from recipes import segmentation as recipe  # noqa: E402
 from toolkit.export.report import format_table  # noqa: E402
 
@@ -55,10 +56,9 @@ def ours_logits_diff(workdir, count=200):
 
 
 def main(argv):
-    flags = ("--skip-baseline", "--skip-transfer", "--reuse")
-    skip_baseline, skip_transfer, reuse = (flag in argv for flag in flags)
     command = shlex.join(["python", "benchmarks/segmentation.py", *argv])
-    argv = [a for a in argv if a not in flags]
+    given, argv = script_flags(argv, "--skip-baseline", "--skip-transfer", "--reuse")
+    skip_baseline, skip_transfer, reuse = given.values()
     args = recipe.parse_args(argv)
     report = run_or_reuse("segmentation", reuse, lambda: recipe.main(argv + ["--verbose", "2"]))
     f = report["formats"]
@@ -67,10 +67,7 @@ def main(argv):
 
     transfer = None
     if not skip_transfer:
-        weights, classifier = classification_backbone(args, reuse)
-        transferred = run_or_reuse("segmentation_transfer", reuse, lambda: recipe.main(
-            argv + ["--backbone-weights", weights, "--name", "segmentation_transfer", "--verbose", "2"]))  # fmt: skip
-        transfer = (transferred, classifier)
+        transfer = transfer_run(recipe, "segmentation_transfer", args, argv, reuse)
 
     checks = [
         ("Keras mIoU >= 0.85", f"{keras_miou:.4f}", keras_miou >= 0.85),
