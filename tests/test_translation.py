@@ -114,7 +114,7 @@ def test_step_model_reproduces_the_teacher_forced_model_and_samplers_agree(trans
     greedy = translation.translate(engines, source, 9)
     target_in = np.concatenate([np.full((3, 1), translation.START), greedy], axis=1)
     logits = model.predict({"source_tokens": source, "target_tokens": target_in}, verbose=0)
-    teacher_forced = np.argmax(logits, -1)[:, :9]
+    teacher_forced = np.argmax(decoding.never_pad(logits), -1)[:, :9]
     for row, forced in zip(greedy, teacher_forced):
         length = list(row).index(translation.END) + 1 if translation.END in row else len(row)
         np.testing.assert_array_equal(row[:length], forced[:length])
@@ -144,43 +144,63 @@ def test_bad_translation_options_are_named(tmp_path):
 
 
 @pytest.mark.cross_backend
-@pytest.mark.parametrize(
-    "backend",
-    [
-        # Open: in a clean-clone CI run the jax step model's greedy tokens differed from the
-        # teacher-forced argmax at one position ([0, 17, 5, 5, 5] vs [0, 0, 5, 5, 5]); not yet known
-        # whether a near-tie on an untrained model or a real divergence. Kept visible, not skipped.
-        pytest.param("jax", marks=pytest.mark.xfail(reason="jax step vs teacher-forced mismatch seen once in CI")),
-        "torch",
-    ],
-)
+@pytest.mark.parametrize("backend", ["jax", "torch"])
 def test_step_model_matches_the_teacher_forced_model_on_other_backends(backend):
     """The decoder step built by at_length (same weights, length 1) and Luong attention agree with the
-    whole teacher-forced model on jax and torch too (untrained weights: exact graph equivalence)."""
+    whole teacher-forced model on jax and torch too (untrained weights: exact graph equivalence).
+    Seeds 19 and 28 made torch's untrained decoder pick [PAD], which the teacher-forced model then
+    masks and the step does not: the two diverged until decoding ruled [PAD] out."""
     from tests.conftest import run_python
 
     out = run_python(
         """
+import keras
 import numpy as np
 from toolkit.tasks import decoding, translation
-model = translation.build(8, 6, 40, 30, encoder_options={"width": 8, "embedding_dim": 8},
-                          decoder_options={"width": 16, "embedding_dim": 8})
-rng = np.random.default_rng(0)
-source = rng.integers(4, 40, (5, 8)).astype("int32")
-source[:, 6:] = 0
-engines = {k: decoding.keras_engine(m) for k, m in translation.parts(model).items()}
-greedy = translation.translate(engines, source, 5)
-target = np.concatenate([np.full((5, 1), translation.START), greedy], 1).astype("int32")
-logits = np.asarray(model.predict({"source_tokens": source, "target_tokens": target}, verbose=0))
-forced = logits.argmax(-1)[:, :5]
-for row, f in zip(greedy, forced):
-    n = list(row).index(translation.END) + 1 if translation.END in row else len(row)
-    assert (row[:n] == f[:n]).all(), (row, f)
+for seed in (0, 19, 28):
+    keras.utils.set_random_seed(seed)
+    model = translation.build(8, 6, 40, 30, encoder_options={"width": 8, "embedding_dim": 8},
+                              decoder_options={"width": 16, "embedding_dim": 8})
+    rng = np.random.default_rng(0)
+    source = rng.integers(4, 40, (5, 8)).astype("int32")
+    source[:, 6:] = 0
+    engines = {k: decoding.keras_engine(m) for k, m in translation.parts(model).items()}
+    greedy = translation.translate(engines, source, 5)
+    target = np.concatenate([np.full((5, 1), translation.START), greedy], 1).astype("int32")
+    logits = np.asarray(model.predict({"source_tokens": source, "target_tokens": target}, verbose=0))
+    forced = decoding.never_pad(logits).argmax(-1)[:, :5]
+    for row, f in zip(greedy, forced):
+        n = list(row).index(translation.END) + 1 if translation.END in row else len(row)
+        assert (row[:n] == f[:n]).all(), (seed, row, f)
 print("ok")
 """,
         backend=backend,
     )
     assert out.strip().endswith("ok")
+
+
+def test_decoding_never_emits_padding_even_where_the_model_prefers_it():
+    """A decoder whose output favours [PAD] by a wide margin still decodes, greedily and with every
+    sampler, to real tokens only (before [END])."""
+    import keras
+
+    from toolkit.tasks import decoding, translation
+
+    keras.utils.set_random_seed(0)
+    model = translation.build(8, 6, 40, 30, encoder_options={"width": 8, "embedding_dim": 8},
+                              decoder_options={"width": 16, "embedding_dim": 8})
+    kernel, bias = model.get_layer("logits").get_weights()
+    bias[decoding.PAD] = 50.0
+    model.get_layer("logits").set_weights([kernel, bias])
+    source = np.random.default_rng(0).integers(4, 40, (4, 8)).astype("int32")
+    engines = {k: decoding.keras_engine(m) for k, m in translation.parts(model).items()}
+    runs = {"argmax": translation.translate(engines, source, 6)}
+    for name in decoding.SAMPLERS:
+        runs[name] = translation.translate(engines, source, 6, sampler=decoding.make_sampler(name, seed=1))
+    for name, ids in runs.items():
+        for row in ids:
+            n = list(row).index(translation.END) if translation.END in row else len(row)
+            assert (row[:n] != decoding.PAD).all(), (name, row)
 
 
 def test_benchmark_all_names_and_leaves_out_decoder_runs(tmp_path):

@@ -11,6 +11,18 @@ import numpy as np
 
 from toolkit.errors import ToolkitError, choose
 
+PAD = 0  # tokenizer.RESERVED_TOKENS[0]
+
+
+def never_pad(logits):
+    """Logits with [PAD] ruled out. [PAD] is no token of text, and the backbones mask it as input:
+    fed back, it would make the teacher-forced model skip that position while a step model still
+    runs it (how a length-1 masked step behaves differs by backend), so an untrained or weak model
+    that picked it would decode differently from its own teacher-forced graph."""
+    logits = np.array(logits, np.float32, copy=True)
+    logits[..., PAD] = -1e9
+    return logits
+
 
 def at_length(model, length, input_name="tokens"):
     """The same functional model, same weights, rebuilt for token sequences of `length` (a causal
@@ -82,14 +94,14 @@ def prefill(step, state, tokens, constants=None):
 
 
 def greedy(step, state, first_tokens, steps, constants=None, stop_id=None):
-    """The reference loop: feed a token, take the argmax, feed it back; (B, steps) int32 ids.
-    Once a sequence has produced `stop_id`, it gets padding (0)."""
+    """The reference loop: feed a token, take the argmax (never [PAD]), feed it back; (B, steps) int32
+    ids. Once a sequence has produced `stop_id`, it gets padding (0)."""
     tokens = np.asarray(first_tokens, np.int32)
     out = np.zeros((len(tokens), steps), np.int32)
     done = np.zeros(len(tokens), bool)
     for t in range(steps):
         result = step({"tokens": tokens[:, None], **state, **(constants or {})})
-        tokens = np.argmax(result["logits"], axis=-1).astype(np.int32)
+        tokens = np.argmax(never_pad(result["logits"]), axis=-1).astype(np.int32)
         if stop_id is not None:
             tokens = np.where(done, 0, tokens)
             done |= tokens == stop_id
@@ -125,8 +137,8 @@ def sample(step, state, prompt, new_tokens, sampler, constants=None, stop_id=Non
     cache, index)` runs our step: the cache is the recurrent state (and the constants, e.g. the
     encoder's memory, so that beam search repeats and reorders them with the beams). The prompt
     but its last token is prefilled first. `on_token(ids)` streams each new column as it is made
-    (not for beam search, whose beams reorder). Runs eagerly (tensorflow or torch backend).
-    Returns (B, new_tokens) ids."""
+    (not for beam search, whose beams reorder). [PAD] is never sampled. Runs eagerly (tensorflow or
+    torch backend). Returns (B, new_tokens) ids."""
     from keras import ops
 
     if keras.backend.backend() == "jax":
@@ -151,7 +163,8 @@ def sample(step, state, prompt, new_tokens, sampler, constants=None, stop_id=Non
         current = ops.convert_to_numpy(tokens)[:, index - 1 : index]
         out = step({"tokens": current, **values})
         values.update({k: out[k] for k in state})
-        return ops.convert_to_tensor(out["logits"]), None, {k: ops.convert_to_tensor(v) for k, v in values.items()}
+        logits = ops.convert_to_tensor(never_pad(out["logits"]))
+        return logits, None, {k: ops.convert_to_tensor(v) for k, v in values.items()}
 
     result = sampler(
         next_logits,
