@@ -35,18 +35,21 @@ from toolkit.export.pipeline import keras_outputs  # noqa: E402
 from toolkit.metrics import segmentation as metrics  # noqa: E402
 
 
-def per_item(predicted, truth, instances, item_class):
+def true_items(truth, instances, predicted):
+    """Every true item once: (scene index, its pixels predicted as some item, its true class)."""
+    return [
+        (i, (instances[i] == item) & (predicted[i] > 0), np.bincount(truth[i][instances[i] == item]).argmax())
+        for i in range(len(instances)) for item in np.unique(instances[i]) if item
+    ]  # fmt: skip
+
+
+def per_item(predicted, items, item_class):
     """Inside each true item, the pixels predicted as some item take one class: item_class(true class,
     the predicted classes inside). Background predictions are left as they are."""
     fixed = predicted.copy()
-    for i in range(len(predicted)):
-        for item in np.unique(instances[i]):
-            if item == 0:
-                continue
-            inside = (instances[i] == item) & (predicted[i] > 0)
-            if not inside.any():
-                continue
-            fixed[i][inside] = item_class(np.bincount(truth[i][instances[i] == item]).argmax(), predicted[i][inside])
+    for i, inside, true_class in items:
+        if inside.any():
+            fixed[i][inside] = item_class(true_class, predicted[i][inside])
     return fixed
 
 
@@ -65,14 +68,14 @@ def drawn_from(confusion, seed):
     return lambda true_class, inside: 1 + rng.choice(len(rows), p=rows[true_class - 1])
 
 
-def recognition_needed(predicted, truth, instances, confusion, n, target=0.85, steps=7, draws=3):
+def recognition_needed(predicted, truth, items, confusion, n, target=0.85, steps=7, draws=3):
     """The classifier's errors scaled by a in [0, 1] (confusion a*C + (1-a)*diag(C.sum(1))): bisects a
     for the item recognition (top-1) at which mIoU reaches `target`, with outlines as predicted."""
     identity = np.diag(confusion.sum(1))
 
     def score(a):
         mixed = a * confusion + (1 - a) * identity
-        runs = [per_item(predicted, truth, instances, drawn_from(mixed, s)) for s in range(draws)]
+        runs = [per_item(predicted, items, drawn_from(mixed, s)) for s in range(draws)]
         return np.mean([metrics.evaluate(r, truth, n)["miou"] for r in runs]), np.trace(mixed) / mixed.sum()
 
     low, high = 0.0, 1.0
@@ -104,21 +107,19 @@ def main(argv):
     instances = np.stack([e["instance_mask"][..., 0] for e in examples])
     predicted = np.asarray(keras_outputs(model, images)).astype(np.int64)
     n = len(data.class_names) + 1
+    items = true_items(truth, instances, predicted)
     confusion, top1 = classifier_confusion(classifier)
-    drawn = [metrics.evaluate(per_item(predicted, truth, instances, drawn_from(confusion, s)), truth, n) for s in range(5)]
+    drawn = [metrics.evaluate(per_item(predicted, items, drawn_from(confusion, s)), truth, n) for s in range(5)]
     rows = [
         ("as predicted (the metric)", metrics.evaluate(predicted, truth, n)),
-        ("one class per item (vote inside each true item)", metrics.evaluate(per_item(predicted, truth, instances, vote), truth, n)),
-        ("true class per item (only outlines wrong)", metrics.evaluate(per_item(predicted, truth, instances, true), truth, n)),
+        ("one class per item (vote inside each true item)", metrics.evaluate(per_item(predicted, items, vote), truth, n)),
+        ("true class per item (only outlines wrong)", metrics.evaluate(per_item(predicted, items, true), truth, n)),
         (f"item classes as the classification recipe recognises them (its test top-1 {top1:.4f}; mean of 5 draws)",
          {k: float(np.mean([d[k] for d in drawn])) for k in ("miou", "pixel_accuracy")}),
     ]  # fmt: skip
-    needed_miou, needed_top1 = recognition_needed(predicted, truth, instances, confusion, n)
+    needed_miou, needed_top1 = recognition_needed(predicted, truth, items, confusion, n)
     foreground = metrics.evaluate(np.minimum(predicted, 1), np.minimum(truth, 1), 2)["per_class_iou"][1]
-    fragmented = np.mean([
-        len(np.unique(predicted[i][(instances[i] == item) & (predicted[i] > 0)])) > 1
-        for i in range(len(predicted)) for item in np.unique(instances[i]) if item
-    ])  # fmt: skip
+    fragmented = np.mean([len(np.unique(predicted[i][inside])) > 1 for i, inside, _ in items])
     names = ["background", *data.class_names]
     lines = [
         "## Segmentation diagnostics (issue 4): where the default segmenter loses mIoU (validation split)",
