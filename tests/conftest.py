@@ -1,3 +1,4 @@
+import json
 import os
 import subprocess
 import sys
@@ -52,6 +53,21 @@ def run_cli(*args, backend=None, timeout=900, env=None, **popen):
     return subprocess.run(
         [sys.executable, "-m", "toolkit.cli", *args], env=env, capture_output=True, text=True, timeout=timeout, **popen
     )
+
+
+TINY_PYRAMID = (
+    "--verbose", "0", "--neck-channels", "16", "--head-channels", "16", "--calibration-samples", "16",
+    "--backbone-option", "widths=(16,16,32,32)", "--backbone-option", "stem_width=16",
+)  # fmt: skip
+
+
+def run_pyramid_recipe(recipe, output, *flags):
+    """`toolkit run RECIPE --output OUTPUT` with a tiny backbone, neck and head (TINY_PYRAMID) and `flags`;
+    checks that it exits 0 and returns (its run folder, its report.json)."""
+    done = run_cli("run", recipe, "--output", str(output), *TINY_PYRAMID, *flags)
+    assert done.returncode == 0, done.stderr[-3000:]
+    run = output / recipe
+    return run, json.loads((run / "report.json").read_text())
 
 
 def tiny_scenes(count, seed, canvas=64):

@@ -6,7 +6,7 @@ import keras
 import numpy as np
 import pytest
 
-from tests.conftest import run_cli, run_python
+from tests.conftest import run_cli, run_pyramid_recipe, run_python
 from tests.conftest import tiny_scenes as tiny_scenes_with_masks
 from toolkit.heads.detection import DetectionDecoder
 from toolkit.tasks import detection
@@ -238,15 +238,10 @@ def test_recipe_and_predict_from_the_command_line(tmp_path):
     (folder / "annotations.json").write_text(
         json.dumps({"images": records, "annotations": annotations, "categories": categories})
     )
-    done = run_cli(
-        "run", "detection", "--data", f"coco:{folder / 'annotations.json'}", "--output", str(tmp_path / "runs"),
-        "--epochs", "2", "--batch-size", "16", "--verbose", "0", "--neck-channels", "16", "--head-channels", "16",
-        "--backbone-option", "widths=(16,16,32,32)", "--backbone-option", "stem_width=16",
-        "--calibration-samples", "16",
+    run, report = run_pyramid_recipe(
+        "detection", tmp_path / "runs", "--data", f"coco:{folder / 'annotations.json'}",
+        "--epochs", "2", "--batch-size", "16",
     )  # fmt: skip
-    assert done.returncode == 0, done.stderr[-3000:]
-    run = tmp_path / "runs" / "detection"
-    report = json.loads((run / "report.json").read_text())
     assert report["metric"] == "map" and {"keras", "tflite_fp32", "tflite_int8"} <= set(report["formats"])
     assert report["formats"]["tflite_fp32"]["map"] == pytest.approx(report["formats"]["keras"]["map"], abs=1e-3)
     for name in ("model.keras", "model_fp32.tflite", "model_int8.tflite", "detections.png", "labels.txt"):

@@ -1,11 +1,9 @@
 """Multi-task: one backbone feeding detection, segmentation and presence heads, one LiteRT file with every output."""
 
-import json
-
 import numpy as np
 import pytest
 
-from tests.conftest import run_cli, tiny_scenes
+from tests.conftest import run_pyramid_recipe, tiny_scenes
 from toolkit.errors import ToolkitError
 from toolkit.tasks import multitask
 
@@ -118,16 +116,10 @@ def test_recipe_from_the_command_line(tmp_path):
     """`toolkit run multitask` on the embedded scenes (built into a temporary data dir, resized to 64 px),
     one epoch of a tiny backbone: one run folder, one LiteRT file per format with every head's outputs."""
     tiny_scenes(1, 1)  # skips when Fashion-MNIST is not installed
-    done = run_cli(
-        "run", "multitask", "--data", "scenes", "--data-dir", str(tmp_path / "tfds"), "--image-size", "64",
-        "--output", str(tmp_path / "runs"), "--epochs", "1", "--batch-size", "64", "--verbose", "0",
-        "--neck-channels", "16", "--head-channels", "16", "--head-depth", "1", "--calibration-samples", "16",
-        "--backbone-option", "widths=(16,16,32,32)", "--backbone-option", "stem_width=16",
-        "--backbone-option", "depths=(1,1,1,1)",
+    run, report = run_pyramid_recipe(
+        "multitask", tmp_path / "runs", "--data", "scenes", "--data-dir", str(tmp_path / "tfds"), "--image-size", "64",
+        "--epochs", "1", "--batch-size", "64", "--head-depth", "1", "--backbone-option", "depths=(1,1,1,1)",
     )  # fmt: skip
-    assert done.returncode == 0, done.stderr[-3000:]
-    run = tmp_path / "runs" / "multitask"
-    report = json.loads((run / "report.json").read_text())
     assert report["metric"] == multitask.METRIC and report["heads"] == list(multitask.HEADS)
     assert set(report["outputs"]) == OUTPUTS
     for fmt in ("keras", "tflite_fp32", "tflite_int8"):

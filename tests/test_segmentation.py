@@ -1,13 +1,11 @@
 """Segmentation: the metric against hand counts and Keras, a segmenter that learns, export with the
 arg-max inside, the data loaders' checks, and the recipe from the command line."""
 
-import json
-
 import keras
 import numpy as np
 import pytest
 
-from tests.conftest import run_cli, tiny_scenes
+from tests.conftest import run_cli, run_pyramid_recipe, tiny_scenes
 from toolkit.errors import ToolkitError
 from toolkit.metrics import segmentation as metrics
 from toolkit.tasks import segmentation
@@ -193,15 +191,10 @@ def test_recipe_from_the_command_line(tmp_path):
     runs) under TensorFlow 2.21's oneDNN kernels, and ran with TF_ENABLE_ONEDNN_OPTS=0 (2 of 2)."""
     images, masks = tiny_scene_masks(60, seed=1)
     write_folder(tmp_path / "data", images, masks)
-    done = run_cli(
-        "run", "segmentation", "--data", f"folder:{tmp_path / 'data'}", "--output", str(tmp_path / "runs"),
-        "--epochs", "2", "--batch-size", "16", "--verbose", "0", "--neck-channels", "16", "--head-channels", "16",
-        "--backbone-option", "widths=(16,16,32,32)", "--backbone-option", "stem_width=16",
-        "--calibration-samples", "16",
+    run, report = run_pyramid_recipe(
+        "segmentation", tmp_path / "runs", "--data", f"folder:{tmp_path / 'data'}",
+        "--epochs", "2", "--batch-size", "16",
     )  # fmt: skip
-    assert done.returncode == 0, done.stderr[-3000:]
-    run = tmp_path / "runs" / "segmentation"
-    report = json.loads((run / "report.json").read_text())
     assert report["metric"] == "miou" and {"keras", "tflite_fp32", "tflite_int8"} <= set(report["formats"])
     assert report["formats"]["tflite_fp32"]["miou"] == pytest.approx(report["formats"]["keras"]["miou"], abs=1e-3)
     assert set(report["per_class_iou"]) <= {"background", "tshirt", "trouser", "pullover"}
