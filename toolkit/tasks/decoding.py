@@ -95,7 +95,7 @@ def prefill(step, state, tokens, constants=None):
 
 def greedy(step, state, first_tokens, steps, constants=None, stop_id=None):
     """The reference loop: feed a token, take the argmax (never [PAD]), feed it back; (B, steps) int32
-    ids. Once a sequence has produced `stop_id`, it gets padding (0)."""
+    ids. Once a sequence has produced `stop_id`, it gets [PAD]."""
     tokens = np.asarray(first_tokens, np.int32)
     out = np.zeros((len(tokens), steps), np.int32)
     done = np.zeros(len(tokens), bool)
@@ -103,7 +103,7 @@ def greedy(step, state, first_tokens, steps, constants=None, stop_id=None):
         result = step({"tokens": tokens[:, None], **state, **(constants or {})})
         tokens = np.argmax(never_pad(result["logits"]), axis=-1).astype(np.int32)
         if stop_id is not None:
-            tokens = np.where(done, 0, tokens)
+            tokens = np.where(done, PAD, tokens)
             done |= tokens == stop_id
         out[:, t] = tokens
         state = {k: result[k] for k in state}
