@@ -173,7 +173,28 @@ def export_formats(run_dir, task, threads=2):
     for name in litert_formats(module):
         formats[name] = litert_format(run_dir, module, name, saved_model_dir, inputs, calibration, labels, reference,
                                       (threads,), float_layers_of(module, model))  # fmt: skip
+    if hasattr(module, "raw_model") and "tflite_fp32" in formats:
+        formats["tflite_fp32"]["raw_max_abs_diff"] = raw_maps_diff(run_dir, module.raw_model(model), inputs)
     return formats
+
+
+def raw_maps_diff(run_dir, raw_model, inputs):
+    """Largest difference between Keras and an fp32 LiteRT file of the model up to its post-processing
+    (a detector's heatmap and edge maps...) on the whole test split: the tight check where no order can
+    change, beside the task's own comparison of post-processed outputs. The file is not kept."""
+    import shutil
+    import tempfile
+
+    with tempfile.TemporaryDirectory(dir=run_dir) as scratch:
+        saved = os.path.join(scratch, "saved_model")
+        litert.export_saved_model(raw_model, saved)
+        path = os.path.join(scratch, "maps.tflite")
+        with open(path, "wb") as f:
+            f.write(litert.convert(saved, "fp32"))
+        reference = keras_outputs(raw_model, inputs)
+        outputs = named_like(litert.LiteRTModel(path).predict(feed(inputs)), reference)
+        shutil.rmtree(saved)
+    return max_abs_diff(outputs, reference)
 
 
 def load_test_data(run_dir, allow_unsafe=False):

@@ -195,4 +195,24 @@ def score(outputs, labels, num_classes=None):
 
 
 def compare(outputs, reference):
-    return segmentation.compare(outputs, reference) if "class_map" in reference else {}
+    """Each head by its own agreement figure: matched detections (detection.compare), differing
+    class-map pixels, and the presence probabilities' difference; max_abs_diff is the larger of the
+    matched-detection and presence differences (a class-id difference on the map means nothing)."""
+    found, diffs = {}, []
+    if "num_detections" in reference:
+        found.update(detection.compare(outputs, reference))
+        diffs.append(found.pop("max_abs_diff"))
+    if "class_map" in reference:
+        found.update(segmentation.compare(outputs, reference))
+    if "presence" in reference:
+        diffs.append(float(np.max(np.abs(np.asarray(outputs["presence"], np.float64) - reference["presence"]))))
+    return {**found, "max_abs_diff": max(diffs)} if diffs else found
+
+
+def raw_model(model):
+    """The inference model before post-processing (NMS, arg-max): heatmap, edges, segmentation logits
+    and presence, whose order cannot change between runtimes, for the tight fp32 parity check."""
+    names = {layer.name for layer in model.layers}
+    maps = {name: model.get_layer(name).output for name in ("heatmap", "edges", "segmentation", "presence")
+            if name in names}  # fmt: skip
+    return keras.Model(model.input, maps, name="multitask_maps")
