@@ -11,6 +11,35 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 from toolkit.data import fashion_mnist  # noqa: E402
 from toolkit.data.idx import write_idx  # noqa: E402
 
+# The margin audit (benchmarks/margins.py) reruns every learned-quality test (marker `learned`) with
+# other training seeds and kernel paths; each such test seeds its training with SEED and checks its
+# figures through `margin`, which records them there. tests/README.md holds the table it wrote.
+SEED = int(os.environ.get("TOOLKIT_TEST_SEED", "0"))
+MARGIN_LOG_ENV = "TOOLKIT_MARGIN_LOG"  # the audit's JSON-lines file; while set, margins record and never fail
+
+
+def margin(figure, value, bar, trivial=None, higher=True):
+    """A learned-quality check: `value` must reach `bar` (value >= bar, or value <= bar with higher=False).
+
+    `trivial` is what a model that learnt nothing scores (chance, the majority class, a loss ratio of 1),
+    or None for agreement bars (an int8 file within `bar` of Keras). Every bar stays clear of `trivial`,
+    so a check that a constant predictor passes fails here, before any training."""
+    value = float(value)
+    if trivial is not None:
+        assert (bar > trivial) if higher else (bar < trivial), f"{figure}: bar {bar} is no better than trivial {trivial}"
+    log = os.environ.get(MARGIN_LOG_ENV)
+    if log:
+        record = {
+            "test": os.environ.get("PYTEST_CURRENT_TEST", "?").split(" ")[0], "figure": figure, "value": value,
+            "bar": bar, "trivial": trivial, "higher": higher, "seed": SEED,
+            "onednn": os.environ.get("TF_ENABLE_ONEDNN_OPTS", "1"),
+        }  # fmt: skip
+        with open(log, "a") as f:
+            f.write(json.dumps(record) + "\n")
+        return
+    ok = value >= bar if higher else value <= bar
+    assert ok, f"{figure} = {value:.4g}: {'below' if higher else 'above'} its bar {bar} (trivial: {trivial}, seed {SEED})"
+
 
 @pytest.fixture(scope="session")
 def fashion_small(tmp_path_factory):

@@ -4,13 +4,13 @@ import json
 
 import pytest
 
-from tests.conftest import run_cli, run_python
+from tests.conftest import SEED, margin, run_cli, run_python
 
 BUILD_FIT_PREDICT = """
 import numpy as np, keras
 from toolkit import backbones
 assert keras.backend.backend() == {backend!r}, keras.backend.backend()
-keras.utils.set_random_seed(0)
+keras.utils.set_random_seed({seed})
 rng = np.random.default_rng(0)
 labels = np.arange(48) % 3
 images = rng.integers(0, 120, (48, 32, 32, 3)).astype("float32")
@@ -23,43 +23,52 @@ for name in backbones.names("vision"):
     # Adam: hub_resnet's raw P5 features reach ~200, where plain SGD at 0.01 can diverge on some inits.
     classifier.compile(keras.optimizers.Adam(1e-3), "sparse_categorical_crossentropy")
     history = classifier.fit(images, labels, batch_size=16, epochs=3, verbose=0).history["loss"]
-    assert history[-1] < history[0], (name, history)
     probabilities = classifier.predict(images, verbose=0)
     assert probabilities.shape == (48, 3) and np.isfinite(probabilities).all(), name
-    print(name, "ok")
+    print(name, "ok", history[-1] / history[0])
 """
 
 
+def _loss_ratios(out):
+    """{backbone: last/first epoch loss} from the subprocess' "NAME ok RATIO" lines."""
+    return {line.split()[0]: float(line.split()[2]) for line in out.splitlines() if " ok " in line}
+
+
 @pytest.mark.cross_backend
+@pytest.mark.learned
 @pytest.mark.parametrize("backend", ["jax", "torch"])
 def test_every_backbone_builds_fits_and_predicts(backend):
-    out = run_python(BUILD_FIT_PREDICT.format(backend=backend), backend=backend)
-    assert out.count(" ok") == 3 + 1  # edgenet, resnet, mobilenetv3_small, hub_resnet
+    out = run_python(BUILD_FIT_PREDICT.format(backend=backend, seed=SEED), backend=backend)
+    ratios = _loss_ratios(out)
+    assert len(ratios) == 3 + 1, out  # edgenet, resnet, mobilenetv3_small, hub_resnet
+    for name, ratio in ratios.items():
+        margin(f"{name} loss last/first epoch", ratio, 0.95, trivial=1.0, higher=False)
 
 
 @pytest.mark.cross_backend
+@pytest.mark.learned
 @pytest.mark.parametrize("backend", ["jax", "torch"])
 def test_recipe_trains_and_exports_from_backend(backend, fashion_small, tmp_path):
     """Export goes through the .keras file to a TensorFlow subprocess; parity is against this backend."""
     done = run_cli(
         "run", "classification", "--data", f"fashion_mnist:{fashion_small}", "--data-dir", str(tmp_path / "tfds"),
-        "--output", str(tmp_path), "--epochs", "2", "--verbose", "0", "--backbone", "resnet",
+        "--output", str(tmp_path), "--epochs", "2", "--verbose", "0", "--backbone", "resnet", "--seed", str(SEED),
         backend=backend,
     )  # fmt: skip
     assert done.returncode == 0, done.stderr[-3000:]
     report = json.loads((tmp_path / "classification" / "report.json").read_text())
     assert report["backend"] == backend
     formats = report["formats"]
-    assert formats["keras"]["top1"] > 0.5
+    margin("keras top-1", formats["keras"]["top1"], 0.5, trivial=0.1)  # 10 classes
     assert formats["tflite_fp32"]["max_abs_diff"] <= 1e-4
-    assert abs(formats["tflite_int8"]["top1"] - formats["keras"]["top1"]) <= 0.05
+    margin("|int8 - keras| top-1", abs(formats["tflite_int8"]["top1"] - formats["keras"]["top1"]), 0.05, higher=False)
 
 
 TEXT_FIT_PREDICT = """
 import numpy as np, keras
 from toolkit import backbones
 assert keras.backend.backend() == {backend!r}, keras.backend.backend()
-keras.utils.set_random_seed(0)
+keras.utils.set_random_seed({seed})
 rng = np.random.default_rng(0)
 tokens = rng.integers(2, 40, (64, 10)).astype("int32")
 tokens[np.arange(10)[None, :] >= rng.integers(3, 11, 64)[:, None]] = 0
@@ -72,21 +81,25 @@ for name in backbones.names("text"):
     classifier.compile(keras.optimizers.Adam(3e-3), "sparse_categorical_crossentropy")
     feed = tokens if len(model.inputs) == 1 else {{"tokens": tokens, "state_0": np.zeros((64, 128), "float32")}}
     history = classifier.fit(feed, labels, batch_size=16, epochs=3, verbose=0).history["loss"]
-    assert history[-1] < history[0], (name, history)
     probabilities = classifier.predict(feed, verbose=0)
     assert probabilities.shape == (64, 2) and np.isfinite(probabilities).all(), name
-    print(name, "ok")
+    print(name, "ok", history[-1] / history[0])
 """
 
 
 @pytest.mark.cross_backend
+@pytest.mark.learned
 @pytest.mark.parametrize("backend", ["jax", "torch"])
 def test_every_text_backbone_builds_fits_and_predicts(backend):
-    out = run_python(TEXT_FIT_PREDICT.format(backend=backend), backend=backend)
-    assert out.count(" ok") == 3  # birnn, causal_rnn, transformer
+    out = run_python(TEXT_FIT_PREDICT.format(backend=backend, seed=SEED), backend=backend)
+    ratios = _loss_ratios(out)
+    assert len(ratios) == 3, out  # birnn, causal_rnn, transformer
+    for name, ratio in ratios.items():
+        margin(f"{name} loss last/first epoch", ratio, 0.95, trivial=1.0, higher=False)
 
 
 @pytest.mark.cross_backend
+@pytest.mark.learned
 def test_sentiment_recipe_trains_and_exports_from_jax(tmp_path):
     """Token ids through the .keras file to the TensorFlow export subprocess, from the JAX backend."""
     from tests.test_sentiment import _corpus
@@ -96,12 +109,12 @@ def test_sentiment_recipe_trains_and_exports_from_jax(tmp_path):
         "run", "sentiment", "--data", f"jsonl:{tmp_path / 'reviews.jsonl'}", "--text-column", "review",
         "--label-column", "verdict", "--sequence-length", "12", "--vocabulary-size", "200", "--epochs", "6",
         "--batch-size", "16", "--learning-rate", "1e-2", "--backbone-option", "width=16",
-        "--output", str(tmp_path), "--verbose", "0",
+        "--output", str(tmp_path), "--verbose", "0", "--seed", str(SEED),
         backend="jax",
     )  # fmt: skip
     assert done.returncode == 0, done.stderr[-3000:]
     formats = json.loads((tmp_path / "sentiment" / "report.json").read_text())["formats"]
-    assert formats["keras"]["accuracy"] >= 0.8
+    margin("keras accuracy", formats["keras"]["accuracy"], 0.8, trivial=0.5)  # balanced labels
     assert formats["tflite_fp32"]["max_abs_diff"] <= 1e-4
 
 
@@ -110,7 +123,7 @@ import numpy as np, keras
 from toolkit import backbones
 from toolkit.tasks import node_classification
 assert keras.backend.backend() == {backend!r}, keras.backend.backend()
-keras.utils.set_random_seed(0)
+keras.utils.set_random_seed({seed})
 rng = np.random.default_rng(0)
 labels = (np.arange(24) >= 12).astype("int64")
 adjacency = (rng.random((24, 24)) < np.where(labels[:, None] == labels[None, :], 0.5, 0.03)).astype("float32")
@@ -121,15 +134,18 @@ for name in backbones.names("graph"):
     model = node_classification.build(name, 24, 4, 2, head_dropout=0.0, dropout=0.0)
     node_classification.compile(model, 1e-2)
     history = model.fit(inputs, labels[None], epochs=30, verbose=0).history["loss"]
-    assert history[-1] < 0.7 * history[0], (name, history)
     probabilities = model.predict(inputs, verbose=0)
     assert probabilities.shape == (1, 24, 2) and np.isfinite(probabilities).all(), name
-    print(name, "ok")
+    print(name, "ok", history[-1] / history[0])
 """
 
 
 @pytest.mark.cross_backend
+@pytest.mark.learned
 @pytest.mark.parametrize("backend", ["jax", "torch"])
 def test_every_graph_backbone_builds_fits_and_predicts(backend):
-    out = run_python(GRAPH_FIT_PREDICT.format(backend=backend), backend=backend)
-    assert out.count(" ok") == 2  # gcn, graphsage
+    out = run_python(GRAPH_FIT_PREDICT.format(backend=backend, seed=SEED), backend=backend)
+    ratios = _loss_ratios(out)
+    assert len(ratios) == 2, out  # gcn, graphsage
+    for name, ratio in ratios.items():
+        margin(f"{name} loss last/first epoch", ratio, 0.7, trivial=1.0, higher=False)

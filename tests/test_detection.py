@@ -6,7 +6,7 @@ import keras
 import numpy as np
 import pytest
 
-from tests.conftest import run_cli, run_pyramid_recipe, run_python
+from tests.conftest import SEED, margin, run_cli, run_pyramid_recipe, run_python
 from tests.conftest import tiny_scenes as tiny_scenes_with_masks
 from toolkit.heads.detection import DetectionDecoder
 from toolkit.tasks import detection
@@ -117,8 +117,9 @@ def tiny_detector(num_classes=3):
                            widths=(8, 16, 32, 32), stem_width=8)  # fmt: skip
 
 
+@pytest.mark.learned
 def test_tiny_detector_learns_on_scenes():
-    keras.utils.set_random_seed(0)
+    keras.utils.set_random_seed(SEED)
     images, truth = tiny_scenes(384, seed=1)
     test_images, test_truth = tiny_scenes(96, seed=0)
     packed = detection.pack_ground_truth(truth, 2)
@@ -126,10 +127,10 @@ def test_tiny_detector_learns_on_scenes():
     targets = {k: np.asarray(v) for k, v in targets.items()}
     model = detection.compile(tiny_detector(), 5e-3, total_steps=12 * 24)
     history = model.fit(images, targets, batch_size=16, epochs=12, verbose=0).history["loss"]
-    assert history[-1] < 0.5 * history[0], history
+    margin("loss last/first epoch", history[-1] / history[0], 0.5, trivial=1.0, higher=False)
     outputs = detection.inference_model(model).predict(test_images, verbose=0)
     found = detection.score(outputs, detection.pack_ground_truth(test_truth), 3)
-    assert found["map50"] > 0.5, found  # held-out scenes with items the model never saw
+    margin("mAP@.5", found["map50"], 0.5, trivial=0.0)  # held-out scenes with items the model never saw
 
 
 @pytest.fixture(scope="module")
@@ -137,7 +138,7 @@ def exported_run(tmp_path_factory):
     """A tiny trained detector through the shared export path (SavedModel, LiteRT fp32 and int8)."""
     from toolkit.export import pipeline
 
-    keras.utils.set_random_seed(0)
+    keras.utils.set_random_seed(SEED)
     images, truth = tiny_scenes(128, seed=1)
     test_images, test_truth = tiny_scenes(32, seed=0)
     packed = detection.pack_ground_truth(truth, 2)
@@ -152,14 +153,20 @@ def exported_run(tmp_path_factory):
     return run, formats, outputs
 
 
+@pytest.mark.learned
 def test_export_keeps_nms_inside_and_matches_keras(exported_run):
     from ai_edge_litert.interpreter import Interpreter
 
     run, formats, outputs = exported_run
     assert set(outputs) == {"boxes", "scores", "classes", "num_detections"}
     assert formats["saved_model"]["max_abs_diff"] <= 1e-4
-    assert formats["tflite_fp32"]["max_abs_diff"] <= 1e-3  # box pixels; scores and classes match too
-    assert formats["tflite_fp32"]["map"] == pytest.approx(formats["keras"]["map"], abs=1e-3)
+    # What a user sees: the same detections (same class, IoU >= 0.99), matched pairs within 1e-3 px or
+    # score; the padded arrays' order is no measure (detection.compare). The raw maps, where no order
+    # can change, match tightly.
+    fp32 = formats["tflite_fp32"]
+    assert fp32["identical_detections"] >= 0.99 and fp32["max_abs_diff"] <= 1e-3, fp32
+    assert fp32["raw_max_abs_diff"] <= 1e-4, fp32
+    assert fp32["map"] == pytest.approx(formats["keras"]["map"], abs=1e-3)
     interpreter = Interpreter(str(run / "model_int8.tflite"))
     ops = interpreter._get_ops_details()
     assert {"WHILE", "TOPK_V2", "MAX_POOL_2D"} <= {op["op_name"] for op in ops}  # decoding and NMS inside the file
@@ -167,7 +174,7 @@ def test_export_keeps_nms_inside_and_matches_keras(exported_run):
     float_convs = [t["name"] for t in convs if t["dtype"] != np.int8]
     # the network is integer; only the edge-distance output conv stays float (with the decoder)
     assert len(convs) > 5 and len(float_convs) == 1 and "detection_edges_conv" in float_convs[0], float_convs
-    assert abs(formats["tflite_int8"]["map"] - formats["keras"]["map"]) <= 0.1
+    margin("|int8 - keras| mAP", abs(formats["tflite_int8"]["map"] - formats["keras"]["map"]), 0.1, higher=False)
 
 
 def test_score_names_each_class_and_matches_the_metric():

@@ -3,11 +3,12 @@
 import numpy as np
 import pytest
 
-from tests.conftest import run_pyramid_recipe, tiny_scenes
+from tests.conftest import SEED, margin, run_pyramid_recipe, tiny_scenes
 from toolkit.errors import ToolkitError
 from toolkit.tasks import multitask
 
 OUTPUTS = {"boxes", "scores", "classes", "num_detections", "class_map", "presence"}
+PRESENCE_BAR = 0.6  # presence accuracy; the majority vote scores 0.57 (tests/README.md: the margin audit)
 
 
 def tiny_multitask(heads=multitask.HEADS):
@@ -36,7 +37,7 @@ def exported_run(tmp_path_factory):
 
     from toolkit.export import pipeline
 
-    keras.utils.set_random_seed(0)
+    keras.utils.set_random_seed(SEED)
     images, labels = scenes_with_labels(256, seed=1)
     test_images, test_labels = scenes_with_labels(48, seed=0)
     # the presence head sees a 2x2 P5 of a tiny backbone: a larger loss weight lets it keep up (and tests the weights)
@@ -48,21 +49,25 @@ def exported_run(tmp_path_factory):
     return run, history, formats, outputs, test_labels
 
 
+@pytest.mark.learned
 def test_one_backbone_learns_every_head_jointly(exported_run):
     _, history, formats, _, test_labels = exported_run
-    for key in ("heatmap_loss", "edges_loss", "segmentation_loss", "presence_loss"):
-        assert history[key][-1] < 0.8 * history[key][0], (key, history[key])  # every head's loss falls
+    for key in ("heatmap_loss", "edges_loss", "segmentation_loss", "presence_loss"):  # every head's loss falls
+        margin(f"{key} last/first epoch", history[key][-1] / history[key][0], 0.8, trivial=1.0, higher=False)
     keras_row = formats["keras"]
     # predicting background everywhere would score mIoU ~0.23 (background ~0.9, three classes 0)
-    assert keras_row["miou"] > 0.35 and keras_row["map50"] > 0.2, keras_row
-    # above the constant per-class majority vote (0.57 here; measured 0.65 with this seed)
+    margin("mIoU", keras_row["miou"], 0.35, trivial=0.23)
+    margin("mAP@.5", keras_row["map50"], 0.2, trivial=0.0)
+    # the constant per-class majority vote scores 0.57 on these test scenes
     frequency = test_labels["classification"].mean(axis=0)
-    assert keras_row["presence_accuracy"] > np.mean(np.maximum(frequency, 1 - frequency)) + 0.05, keras_row
+    majority = float(np.mean(np.maximum(frequency, 1 - frequency)))
+    margin("presence accuracy", keras_row["presence_accuracy"], PRESENCE_BAR, trivial=majority)
     assert keras_row["mean_head_score"] == pytest.approx(
         np.mean([keras_row["map"], keras_row["miou"], keras_row["presence_exact"]])
     )
 
 
+@pytest.mark.learned
 def test_one_litert_file_holds_every_output_and_matches_keras(exported_run):
     import keras
 
@@ -79,9 +84,12 @@ def test_one_litert_file_holds_every_output_and_matches_keras(exported_run):
         assert "ARG_MAX" in ops and "WHILE" in ops, ops  # arg-max and NMS inside the one file
     fp32 = formats["tflite_fp32"]
     assert fp32["differing_pixels"] <= 1e-4
+    # the same detections (detection.compare), presence within 1e-4; the raw maps match tightly
+    assert fp32["identical_detections"] >= 0.99 and fp32["max_abs_diff"] <= 1e-3, fp32
+    assert fp32["raw_max_abs_diff"] <= 1e-4, fp32
     for key in ("map", "miou", "presence_exact"):
         assert fp32[key] == pytest.approx(formats["keras"][key], abs=2e-3), key
-        assert abs(formats["tflite_int8"][key] - formats["keras"][key]) <= 0.1, key
+        margin(f"|int8 - keras| {key}", abs(formats["tflite_int8"][key] - formats["keras"][key]), 0.1, higher=False)
 
 
 def test_heads_are_checked_and_one_head_is_a_single_task_model():

@@ -4,6 +4,7 @@ import keras
 import numpy as np
 import pytest
 
+from tests.conftest import SEED, margin
 from toolkit import backbones
 from toolkit.errors import ToolkitError
 from toolkit.export import litert
@@ -31,8 +32,10 @@ def _feed(model, tokens):
 
 
 @pytest.mark.slow
+@pytest.mark.learned
 @pytest.mark.parametrize("name", backbones.names("text"))
 def test_text_backbone_contract(name, tmp_path):
+    keras.utils.set_random_seed(SEED)
     model = backbones.get(name, (LENGTH,), vocabulary_size=VOCABULARY)
     tokens, labels = _tokens()
     out = model.predict(_feed(model, tokens), verbose=0)
@@ -55,7 +58,7 @@ def test_text_backbone_contract(name, tmp_path):
     classifier.compile(keras.optimizers.Adam(1e-3), "sparse_categorical_crossentropy")
     before = [w.copy() for w in model.get_weights()]
     history = classifier.fit(_feed(model, tokens), labels, batch_size=16, epochs=4, verbose=0).history["loss"]
-    assert history[-1] < history[0], history
+    margin("loss last/first epoch", history[-1] / history[0], 0.95, trivial=1.0, higher=False)
     assert any(not np.allclose(a, b) for a, b in zip(before, model.get_weights()))
 
     # LiteRT with builtin ops only (unrolled recurrences: no TensorList ops) runs on the stock
