@@ -40,10 +40,17 @@ def format_table(report):
         drop = "" if base is None or name == "keras" else f"{(base - f[metric]) * scale:+.2f}{unit}"
         diff = f"{f['max_abs_diff']:.2e}" if "max_abs_diff" in f else ""
         rows.append(
-            f"| {name} | {f[metric]:.4f} | {drop} | {''.join(f'{f[k]:.4f} | ' if k in f else ' | ' for k in extra)}{diff} "
+            f"| {name} | {f[metric]:.4f} | {drop} | {''.join(_cell(f, k) for k in extra)}{diff} "
             f"| {f['latency_ms']:.3f} / {f.get('latency_p90_ms', 0):.3f} | {f['size_bytes'] / 1e6:.3f} |"
         )
     return "\n".join(rows)
+
+
+def _cell(figures, key):
+    """A further figure's table cell: differences (raw_max_abs_diff...) in scientific notation."""
+    if key not in figures:
+        return " | "
+    return f"{figures[key]:.2e} | " if key.endswith("diff") else f"{figures[key]:.4f} | "
 
 
 def _is_number(value):
