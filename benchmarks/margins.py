@@ -25,7 +25,7 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from benchmarks.results import machine  # noqa: E402
+from benchmarks.results import machine, update_section  # noqa: E402
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 LOG = os.path.join(ROOT, "saved_models", "margins", "log.jsonl")
@@ -132,17 +132,7 @@ def write_readme(records, args):
                                                                               for t, f, g in tight) + ".")  # fmt: skip
     if failures:
         body.append("Other assertions that failed in some run: " + "; ".join(failures) + ".")
-    section = "\n".join(body).strip()
-    text = open(README).read() if os.path.isfile(README) else "# Tests\n"
-    begin, end = "<!-- begin margins -->", "<!-- end margins -->"
-    block = f"{begin}\n{section}\n{end}"
-    if begin in text:
-        text = re.sub(re.escape(begin) + ".*?" + re.escape(end), lambda _: block, text, flags=re.S)
-    else:
-        text = text.rstrip() + "\n\n" + block + "\n"
-    with open(README + ".tmp", "w") as f:
-        f.write(text)
-    os.replace(README + ".tmp", README)
+    update_section("margins", "\n".join(body), README, "# Tests\n")
     print("\n".join(rows))
     if tight:
         print("missed:", tight)

@@ -7,17 +7,18 @@ RESULTS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "RESULTS.md")
 HEADER = "# Benchmark results\n\nEach section is written by the script it names; rerun that script to refresh it.\n"
 
 
-def update_section(name, body):
-    text = open(RESULTS).read() if os.path.exists(RESULTS) else HEADER
+def update_section(name, body, path=RESULTS, header=HEADER):
+    """Replaces the section `name` of the markdown file `path` (RESULTS.md unless given) with `body`."""
+    text = open(path).read() if os.path.exists(path) else header
     begin, end = f"<!-- begin {name} -->", f"<!-- end {name} -->"
     section = f"{begin}\n{body.strip()}\n{end}"
     if begin in text:
         text = re.sub(re.escape(begin) + ".*?" + re.escape(end), lambda _: section, text, flags=re.S)
     else:
         text = text.rstrip() + "\n\n" + section + "\n"
-    with open(RESULTS + ".tmp", "w") as f:
+    with open(path + ".tmp", "w") as f:
         f.write(text)
-    os.replace(RESULTS + ".tmp", RESULTS)
+    os.replace(path + ".tmp", path)
 
 
 OUTPUT = "saved_models"
