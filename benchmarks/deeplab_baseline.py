@@ -80,7 +80,7 @@ def run(args, data, workdir, budget_seconds=None, train_epochs=None):
     model = build_deeplab(args.backbone, data.image_shape, num_classes, **options)
 
     def compile_for(steps):
-        segmentation.compile(model, num_classes, args.learning_rate, steps, dice_weight=args.dice_weight)
+        segmentation.compile(model, args.learning_rate, steps, dice_weight=args.dice_weight)
 
     train = segmentation_data.batches(data.train, args.batch_size, True, args.augment, args.seed)
     if budget_seconds:

@@ -9,6 +9,8 @@ HEADER = "# Benchmark results\n\nEach section is written by the script it names;
 
 def update_section(name, body, path=RESULTS, header=HEADER):
     """Replaces the section `name` of the markdown file `path` (RESULTS.md unless given) with `body`."""
+    from toolkit.runs import write_atomic
+
     text = open(path).read() if os.path.exists(path) else header
     begin, end = f"<!-- begin {name} -->", f"<!-- end {name} -->"
     section = f"{begin}\n{body.strip()}\n{end}"
@@ -16,9 +18,7 @@ def update_section(name, body, path=RESULTS, header=HEADER):
         text = re.sub(re.escape(begin) + ".*?" + re.escape(end), lambda _: section, text, flags=re.S)
     else:
         text = text.rstrip() + "\n\n" + section + "\n"
-    with open(path + ".tmp", "w") as f:
-        f.write(text)
-    os.replace(path + ".tmp", path)
+    write_atomic(path, text)
 
 
 OUTPUT = "saved_models"
@@ -35,23 +35,20 @@ def machine():
 
 def load_report(name):
     """saved_models/<name>/report.json, or None when that run does not exist."""
-    import json
+    from toolkit.runs import REPORT_FILE, Run
 
-    path = os.path.join(OUTPUT, name, "report.json")
-    if not os.path.isfile(path):
-        return None
-    with open(path) as f:
-        return json.load(f)
+    path = os.path.join(OUTPUT, name)
+    return Run.load(path).report if os.path.isfile(os.path.join(path, REPORT_FILE)) else None
 
 
 def save_report(name, found):
     """Writes a baseline's figures to saved_models/<name>/report.json (atomically), for --reuse."""
     import json
 
-    from toolkit.export.run_folder import write_atomic
+    from toolkit.runs import REPORT_FILE, write_atomic
 
     os.makedirs(os.path.join(OUTPUT, name), exist_ok=True)
-    write_atomic(os.path.join(OUTPUT, name, "report.json"), json.dumps(found, indent=1).encode())
+    write_atomic(os.path.join(OUTPUT, name, REPORT_FILE), json.dumps(found, indent=1).encode())
 
 
 def run_or_reuse(name, reuse, train):
@@ -70,7 +67,9 @@ def classification_backbone(args, reuse):
     found = run_or_reuse(
         name, reuse, lambda: classification_recipe.main(argv + ["--name", name, "--output", OUTPUT, "--verbose", "2"])
     )
-    return os.path.join(OUTPUT, name, "backbone.weights.h5"), found
+    from toolkit.runs import BACKBONE_WEIGHTS_FILE
+
+    return os.path.join(OUTPUT, name, BACKBONE_WEIGHTS_FILE), found
 
 
 def transfer(recipe_module, name, args, argv, reuse):

@@ -50,7 +50,7 @@ import keras_hub
 import numpy as np
 
 from benchmarks.budget import BatchTimes, fit_within
-from toolkit import backbones, training
+from toolkit import backbones, tasks
 from toolkit.export import litert
 from toolkit.metrics import detection as detection_metrics
 
@@ -124,7 +124,7 @@ def retinanet_batches(dataset):
 def compile_retinanet(model, total_steps, learning_rate=3e-3, weight_decay=1e-4, warmup_fraction=0.05):
     """KerasHub's losses (focal + Huber, normalised by positive anchors in compute_loss) under the same
     AdamW warm-up + cosine schedule as our detector, over total_steps."""
-    schedule = training.warmup_cosine(learning_rate, total_steps, warmup_fraction)
+    schedule = tasks.warmup_cosine(learning_rate, total_steps, warmup_fraction)
     model.compile(optimizer=keras.optimizers.AdamW(schedule, weight_decay=weight_decay, global_clipnorm=10.0))
 
 

@@ -11,10 +11,10 @@ import math
 
 import keras
 
-from toolkit import recipe, training
+from toolkit import recipe, tasks, training
 from toolkit.data import images
 from toolkit.export import pipeline, report
-from toolkit.export.run_folder import write_labels
+from toolkit.runs import BACKBONE_WEIGHTS_FILE, write_labels
 from toolkit.tasks import classification
 
 DEFAULTS = dict(data="fashion_mnist", backbone="resnet", epochs=20, batch_size=128, learning_rate=4e-3)
@@ -44,7 +44,7 @@ def main(argv=None):
     model = classification.build(
         args.backbone, data.image_shape, len(data.class_names), head_dropout=args.head_dropout, **options
     )
-    backbone = classification.backbone_of(model)
+    backbone = tasks.backbone_of(model)
     if args.backbone_weights:
         training.load_backbone_weights(backbone, args.backbone_weights)
     steps = args.epochs * math.ceil(data.sizes["train"] / args.batch_size)
@@ -54,7 +54,7 @@ def main(argv=None):
         history, seconds = training.fit(
             model, train, validation, args.epochs, run.path, args.patience, recipe.verbosity(args.verbose)
         )
-        backbone.save_weights(run.file("backbone.weights.h5"))
+        backbone.save_weights(run.file(BACKBONE_WEIGHTS_FILE))
 
         # Export and verify every format on the whole test split (calibration from the training split).
         test_images, test_labels = data.arrays("test")

@@ -14,10 +14,10 @@ import math
 
 import keras
 
-from toolkit import recipe, training
+from toolkit import recipe, tasks, training
 from toolkit.data import detection as detection_data
 from toolkit.export import pipeline, report
-from toolkit.export.run_folder import write_labels
+from toolkit.runs import BACKBONE_WEIGHTS_FILE, write_labels
 from toolkit.tasks import detection
 
 DEFAULTS = dict(data="scenes", backbone="resnet", epochs=12, batch_size=32, learning_rate=3e-3, patience=4)
@@ -52,7 +52,7 @@ def main(argv=None):
     # Model: a shared backbone, an FPN neck and the anchor-free head; optionally another run's backbone.
     model = detection.build(args.backbone, data.image_shape, num_classes, args.neck_channels, args.head_channels,
                             args.head_depth, **options)  # fmt: skip
-    backbone = detection.backbone_of(model)
+    backbone = tasks.backbone_of(model)
     if args.backbone_weights:
         training.load_backbone_weights(backbone, args.backbone_weights)
     steps = args.epochs * math.ceil(data.sizes["train"] / args.batch_size)
@@ -62,7 +62,7 @@ def main(argv=None):
         history, seconds = training.fit(
             model, train, validation, args.epochs, run.path, args.patience, recipe.verbosity(args.verbose)
         )
-        backbone.save_weights(run.file("backbone.weights.h5"))
+        backbone.save_weights(run.file(BACKBONE_WEIGHTS_FILE))
 
         # The exported model decodes and suppresses inside the graph; every format is scored on the test split.
         detector = detection.inference_model(model, args.max_detections, args.score_threshold, args.iou_threshold)

@@ -22,6 +22,7 @@ from toolkit.errors import ToolkitError
 from toolkit.export import decoding as export_decoding
 from toolkit.export import report
 from toolkit.metrics import language_model as lm_metrics
+from toolkit.runs import BACKBONE_WEIGHTS_FILE
 from toolkit.tasks import language_model
 
 DEFAULTS = dict(data="pydoc", backbone="causal_rnn", epochs=10, batch_size=128, learning_rate=5e-3, patience=2)
@@ -61,7 +62,7 @@ def main(argv=None):
     train = _batches(train_windows, args.batch_size, shuffle=True, seed=args.seed)
     validation = _batches(validation_windows, args.batch_size)
 
-    model = language_model.build(length, len(vocabulary), args.backbone, **options)
+    model = language_model.build(args.backbone, length, len(vocabulary), **options)
     if args.backbone_weights:
         training.load_backbone_weights(model.get_layer("decoder"), args.backbone_weights)
     language_model.compile(model, args.learning_rate, args.epochs * math.ceil(len(train_windows) / args.batch_size))
@@ -78,7 +79,7 @@ def main(argv=None):
         history, seconds = training.fit(
             model, train, validation, args.epochs, run.path, args.patience, recipe.verbosity(args.verbose)
         )
-        model.get_layer("decoder").save_weights(run.file("backbone.weights.h5"))
+        model.get_layer("decoder").save_weights(run.file(BACKBONE_WEIGHTS_FILE))
         tokenizer.save_vocabulary(vocabulary, run.path)
         teacher_forced = language_model.score(model.predict(test_windows[:, :-1], verbose=0), test_windows)
 

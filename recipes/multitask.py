@@ -15,11 +15,11 @@ import math
 import keras
 import numpy as np
 
-from toolkit import recipe, training
+from toolkit import recipe, tasks, training
 from toolkit.data import detection as detection_data
 from toolkit.errors import ToolkitError
 from toolkit.export import pipeline, report
-from toolkit.export.run_folder import write_labels
+from toolkit.runs import BACKBONE_WEIGHTS_FILE, write_labels
 from toolkit.tasks import multitask
 
 DEFAULTS = dict(data="scenes", backbone="resnet", epochs=8, batch_size=32, learning_rate=3e-3, patience=4)
@@ -70,17 +70,17 @@ def main(argv=None):
 
     model = multitask.build(args.backbone, data.image_shape, num_classes, args.heads, args.neck_channels,
                             args.head_channels, args.head_depth, **options)  # fmt: skip
-    backbone = multitask.backbone_of(model)
+    backbone = tasks.backbone_of(model)
     if args.backbone_weights:
         training.load_backbone_weights(backbone, args.backbone_weights)
     steps = args.epochs * math.ceil(data.sizes["train"] / args.batch_size)
-    multitask.compile(model, num_classes, args.learning_rate, steps, head_weights=args.head_weights)
+    multitask.compile(model, args.learning_rate, steps, head_weights=args.head_weights)
 
     with recipe.run_folder(args) as run:
         history, seconds = training.fit(
             model, train, validation, args.epochs, run.path, args.patience, recipe.verbosity(args.verbose)
         )
-        backbone.save_weights(run.file("backbone.weights.h5"))
+        backbone.save_weights(run.file(BACKBONE_WEIGHTS_FILE))
 
         exported = multitask.inference_model(model)
         test_images, ground_truth = data.ground_truth("test")

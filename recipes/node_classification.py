@@ -12,11 +12,11 @@ with logistic regression (same features) and label propagation (same graph) as b
 import keras
 import numpy as np
 
-from toolkit import recipe, training
+from toolkit import recipe, tasks, training
 from toolkit.data import graphs
 from toolkit.errors import ToolkitError
 from toolkit.export import pipeline, report
-from toolkit.export.run_folder import write_labels
+from toolkit.runs import BACKBONE_WEIGHTS_FILE, write_labels
 from toolkit.tasks import node_classification as task
 
 DEFAULTS = dict(data="drosophila", backbone="gcn", epochs=200, learning_rate=1e-2, patience=40)
@@ -77,12 +77,12 @@ def main(argv=None):
         args.backbone, data.num_nodes, data.features.shape[1], len(data.class_names), args.head_dropout, **options
     )
     if args.backbone_weights:
-        training.load_backbone_weights(task.backbone_of(model), args.backbone_weights)
-    task.compile(model, args.learning_rate, args.weight_decay)
+        training.load_backbone_weights(tasks.backbone_of(model), args.backbone_weights)
+    task.compile(model, args.learning_rate, weight_decay=args.weight_decay)
 
     with recipe.run_folder(args) as run:
         history, seconds = training.fit(model, train, validation, args.epochs, run.path, args.patience, verbose=0)
-        task.backbone_of(model).save_weights(run.file("backbone.weights.h5"))
+        tasks.backbone_of(model).save_weights(run.file(BACKBONE_WEIGHTS_FILE))
         test_labels = task.masked_labels(data.labels, split["test"])
         formats, outputs = pipeline.finish_run(
             run.path, model, "node_classification", inputs, test_labels, inputs, args.threads

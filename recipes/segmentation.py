@@ -15,10 +15,10 @@ import math
 
 import keras
 
-from toolkit import recipe, training
+from toolkit import recipe, tasks, training
 from toolkit.data import segmentation as segmentation_data
 from toolkit.export import pipeline, report
-from toolkit.export.run_folder import write_labels
+from toolkit.runs import BACKBONE_WEIGHTS_FILE, write_labels
 from toolkit.tasks import segmentation
 
 # 8 epochs: about 65 s each on the 2-core CPU (the budget is 10 minutes of training).
@@ -49,17 +49,17 @@ def main(argv=None):
     # Model: a shared backbone, the FPN neck and the segmentation head; optionally another run's backbone.
     model = segmentation.build(args.backbone, data.image_shape, num_classes, args.neck_channels, args.head_channels,
                                args.head_depth, **options)  # fmt: skip
-    backbone = segmentation.backbone_of(model)
+    backbone = tasks.backbone_of(model)
     if args.backbone_weights:
         training.load_backbone_weights(backbone, args.backbone_weights)
     steps = args.epochs * math.ceil(data.sizes["train"] / args.batch_size)
-    segmentation.compile(model, num_classes, args.learning_rate, steps, dice_weight=args.dice_weight)
+    segmentation.compile(model, args.learning_rate, steps, dice_weight=args.dice_weight)
 
     with recipe.run_folder(args) as run:
         history, seconds = training.fit(
             model, train, validation, args.epochs, run.path, args.patience, recipe.verbosity(args.verbose)
         )
-        backbone.save_weights(run.file("backbone.weights.h5"))
+        backbone.save_weights(run.file(BACKBONE_WEIGHTS_FILE))
 
         # The exported model ends in the arg-max (uint8 class map); every format is scored on the test split.
         segmenter = segmentation.inference_model(model)

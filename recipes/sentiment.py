@@ -13,10 +13,10 @@ import math
 
 import keras
 
-from toolkit import backbones, recipe, training
+from toolkit import backbones, recipe, tasks, training
 from toolkit.data import text, tokenizer
 from toolkit.export import pipeline, report
-from toolkit.export.run_folder import write_labels
+from toolkit.runs import BACKBONE_WEIGHTS_FILE, write_labels
 from toolkit.tasks import text_classification
 
 DEFAULTS = dict(data="rotten_tomatoes", backbone="birnn", epochs=4, batch_size=64, learning_rate=2e-3)
@@ -55,7 +55,7 @@ def main(argv=None):
     model = text_classification.build(
         args.backbone, args.sequence_length, len(data.class_names), len(vocabulary), args.head_dropout, **options
     )
-    backbone = text_classification.backbone_of(model)
+    backbone = tasks.backbone_of(model)
     if args.backbone_weights:
         training.load_backbone_weights(backbone, args.backbone_weights)
     text_classification.compile(
@@ -66,7 +66,7 @@ def main(argv=None):
         history, seconds = training.fit(
             model, train, validation, args.epochs, run.path, args.patience, recipe.verbosity(args.verbose)
         )
-        backbone.save_weights(run.file("backbone.weights.h5"))
+        backbone.save_weights(run.file(BACKBONE_WEIGHTS_FILE))
         tokenizer.save_vocabulary(vocabulary, run.path)
         write_labels(run.path, data.class_names)
 

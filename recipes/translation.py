@@ -19,10 +19,10 @@ from toolkit.data import tokenizer
 from toolkit.data import translation as pairs
 from toolkit.export import decoding as export_decoding
 from toolkit.export import report
+from toolkit.runs import TARGET_VOCABULARY_FILE
 from toolkit.tasks import decoding, translation
 
 DEFAULTS = dict(data="numbers_fr", backbone="birnn", epochs=20, batch_size=128, learning_rate=5e-3, patience=4)
-TARGET_VOCABULARY_FILE = "target_vocab.txt"
 
 
 def parse_args(argv=None):

@@ -149,7 +149,7 @@ def _images():
 
 
 def _text():
-    from toolkit.data import text
+    from toolkit.data import texts as text
 
     return text
 

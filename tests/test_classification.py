@@ -89,12 +89,12 @@ def test_backbone_weights_transfer_and_bad_weights_keep_the_old_run(finished_run
 def test_backbone_weights_from_a_run_load_into_a_new_task_model(finished_run):
     import keras
 
-    from toolkit import training
+    from toolkit import tasks, training
     from toolkit.tasks import classification
 
-    trained = classification.backbone_of(keras.saving.load_model(finished_run / "model.keras"))
+    trained = tasks.backbone_of(keras.saving.load_model(finished_run / "model.keras"))
     fresh = classification.build("resnet", (28, 28, 1), num_classes=5)  # another head, same backbone
-    backbone = classification.backbone_of(fresh)
+    backbone = tasks.backbone_of(fresh)
     assert not all(np.allclose(a, b) for a, b in zip(backbone.get_weights(), trained.get_weights()))
     training.load_backbone_weights(backbone, str(finished_run / "backbone.weights.h5"))
     for a, b in zip(backbone.get_weights(), trained.get_weights()):

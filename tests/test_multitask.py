@@ -48,7 +48,7 @@ def exported_run(tmp_path_factory):
     images, labels = scenes_with_labels(256, seed=1)
     test_images, test_labels = scenes_with_labels(TEST_SCENES, seed=0)
     # the presence head sees a 2x2 P5 of a tiny backbone: a larger loss weight lets it keep up (and tests the weights)
-    model = multitask.compile(tiny_multitask(), 3, 5e-3, total_steps=12 * 16, head_weights={"classification": 4.0})
+    model = multitask.compile(tiny_multitask(), 5e-3, total_steps=12 * 16, head_weights={"classification": 4.0})
     history = model.fit(images, targets_of(labels), batch_size=16, epochs=12, verbose=0).history
     training.recalibrate_batch_norm(model, [images[i : i + 16] for i in range(0, len(images), 16)])
     run = tmp_path_factory.mktemp("multitask_run")
@@ -108,15 +108,14 @@ def test_heads_are_checked_and_one_head_is_a_single_task_model():
         multitask.check_heads(["detection", "depth"])
     with pytest.raises(ToolkitError, match="at least one head"):
         multitask.check_heads([])
-    from toolkit.export import pipeline
     from toolkit.tasks import detection
 
     model = tiny_multitask(("classification",))
     assert set(model.output) == {"presence"}
     assert set(multitask.inference_model(model).output) == {"presence"}
     # int8 keeps the detection decoder in float only where there is one to keep
-    assert pipeline.float_layers_of(multitask, multitask.inference_model(model)) == ()
-    assert pipeline.float_layers_of(multitask, multitask.inference_model(tiny_multitask())) == detection.FLOAT_LAYERS
+    assert multitask.TASK.float_layers_of(multitask.inference_model(model)) == ()
+    assert multitask.TASK.float_layers_of(multitask.inference_model(tiny_multitask())) == detection.FLOAT_LAYERS
 
 
 def test_default_flags_parse_and_head_weights_are_checked():
@@ -157,7 +156,7 @@ def test_a_one_head_model_exports_and_is_scored_in_every_format(tmp_path):
 
     keras.utils.set_random_seed(0)
     images, labels = scenes_with_labels(24, seed=1)
-    model = multitask.compile(tiny_multitask(("classification",)), 3, 1e-3, total_steps=1)
+    model = multitask.compile(tiny_multitask(("classification",)), 1e-3, total_steps=1)
     labels = {"classification": labels["classification"]}
     formats, outputs = pipeline.finish_run(str(tmp_path), multitask.inference_model(model), "multitask", images,
                                            labels, images[:8])  # fmt: skip

@@ -58,7 +58,7 @@ def test_tiny_segmenter_learns_on_scenes():
     keras.utils.set_random_seed(SEED)
     images, masks = tiny_scene_masks(384, seed=1)
     test_images, test_masks = tiny_scene_masks(96, seed=0)
-    model = segmentation.compile(tiny_segmenter(), 4, 5e-3, total_steps=12 * 24)
+    model = segmentation.compile(tiny_segmenter(), 5e-3, total_steps=12 * 24)
     history = model.fit(images, masks, batch_size=16, epochs=12, verbose=0).history["loss"]
     margin("loss last/first epoch", history[-1] / history[0], 0.5, trivial=1.0, higher=False)
     found = segmentation.score(segmentation.inference_model(model).predict(test_images, verbose=0), test_masks, 4)
@@ -76,7 +76,7 @@ def exported_run(tmp_path_factory):
     keras.utils.set_random_seed(SEED)
     images, masks = tiny_scene_masks(128, seed=1)
     test_images, test_masks = tiny_scene_masks(32, seed=0)
-    model = segmentation.compile(tiny_segmenter(), 4, 5e-3, total_steps=4 * 8)
+    model = segmentation.compile(tiny_segmenter(), 5e-3, total_steps=4 * 8)
     model.fit(images, masks, batch_size=16, epochs=4, verbose=0)
     run = tmp_path_factory.mktemp("segmentation_run")
     formats, outputs = pipeline.finish_run(

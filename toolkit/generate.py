@@ -4,11 +4,10 @@ Both load the run's vocabulary and its exported parts (LiteRT by default, or the
 tokenise raw text the way training did, and decode with the reference loop or a KerasHub sampler.
 """
 
-import os
-
 import numpy as np
 
 from toolkit.errors import ToolkitError, choose
+from toolkit.runs import MODEL_FILE, TARGET_VOCABULARY_FILE, Run, tflite_file
 from toolkit.tasks import decoding
 
 FORMATS = ("keras", "tflite_fp32", "tflite_dynamic")
@@ -17,29 +16,26 @@ FORMATS = ("keras", "tflite_fp32", "tflite_dynamic")
 def load_engines(run_dir, task, fmt="tflite_fp32", threads=2):
     """{part: Engine} of a finished run, in format `fmt`."""
     from toolkit.export import pipeline
-    from toolkit.export.decoding import tflite_path
+    from toolkit.export.decoding import litert_engine
 
     choose("format", fmt, FORMATS)
-    module = pipeline.task_module(task)
+    module = pipeline.task_of(task)
+    run = Run(run_dir)
     if fmt == "keras":
-        path = os.path.join(run_dir, "model.keras")
-        if not os.path.isfile(path):
-            raise ToolkitError(f"{path} not found: is {run_dir} a finished run folder?")
+        path = run.require(MODEL_FILE)
         from toolkit import saving
 
         model = saving.load_model(path)
         return {name: decoding.keras_engine(part) for name, part in module.parts(model).items()}
     engines = {}
-    for name in module.PARTS:
-        path = tflite_path(run_dir, name, fmt)
-        if not os.path.isfile(path):
-            raise ToolkitError(f"{path} not found: is {run_dir} a finished run folder?")
-        engines[name] = decoding.litert_engine(path, threads)
+    for name in module.part_names:
+        path = run.require(tflite_file(fmt, name))
+        engines[name] = litert_engine(path, threads)
     return engines
 
 
 def _check(text, where):
-    from toolkit.data.text import check_text
+    from toolkit.data.texts import check_text
 
     return check_text(text, where)
 
@@ -88,7 +84,7 @@ class Translator:
         self.engines = load_engines(run_dir, "translation", fmt)
         source_length = self.engines["encoder"].specs["source_tokens"][0][0]
         self.tokenizer = tokenizer.make(tokenizer.load_vocabulary(run_dir), source_length)
-        self.vocabulary = tokenizer.load_vocabulary(run_dir, "target_vocab.txt")
+        self.vocabulary = tokenizer.load_vocabulary(run_dir, TARGET_VOCABULARY_FILE)
         self.max_length = 2 * source_length + 8
 
     def __call__(self, texts, sampler=None):

@@ -6,22 +6,18 @@ import os
 import numpy as np
 
 from toolkit.errors import ToolkitError, choose
-from toolkit.export.run_folder import read_labels
+from toolkit.runs import MODEL_FILE, Run, tflite_file
 
 FORMAT_FILES = {
-    "keras": "model.keras",
-    "tflite_fp32": "model_fp32.tflite",
-    "tflite_dynamic": "model_dynamic.tflite",
-    "tflite_int8": "model_int8.tflite",
+    "keras": MODEL_FILE,
+    **{fmt: tflite_file(fmt) for fmt in ("tflite_fp32", "tflite_dynamic", "tflite_int8")},
 }
 
 
 def load_run_model(run_dir, fmt, allow_unsafe=False):
     """Returns (callable on a float batch, input shape (H, W, C)); .keras files load in Keras safe_mode."""
     choose("format", fmt, FORMAT_FILES)
-    path = os.path.join(run_dir, FORMAT_FILES[fmt])
-    if not os.path.isfile(path):
-        raise ToolkitError(f"{path} not found: is {run_dir} a finished run folder?")
+    path = Run(run_dir).require(FORMAT_FILES[fmt])
     if fmt == "keras":
         from toolkit import saving
 
@@ -52,7 +48,7 @@ def read_image(path, shape):
 
 
 def predict_classification(run_dir, files, fmt="tflite_int8", allow_unsafe=False):
-    labels = read_labels(run_dir, "classification")
+    labels = Run(run_dir).labels("classification")
     model, shape = load_run_model(run_dir, fmt, allow_unsafe)
     batch = np.stack([read_image(f, shape) for f in files]).astype(np.float32)
     probabilities = model(batch)
@@ -65,13 +61,13 @@ class SentimentPredictor:
     def __init__(self, run_dir, fmt="tflite_dynamic", allow_unsafe=False):
         from toolkit.data import tokenizer
 
-        self.labels = read_labels(run_dir, "sentiment")
+        self.labels = Run(run_dir).labels("sentiment")
         vocabulary = tokenizer.load_vocabulary(run_dir)
         self.model, shape = load_run_model(run_dir, fmt, allow_unsafe)
         self.tokenizer = tokenizer.make(vocabulary, shape[0])
 
     def token_ids(self, texts):
-        from toolkit.data.text import check_text
+        from toolkit.data.texts import check_text
 
         texts = [check_text(t, f"text {i + 1}") for i, t in enumerate(texts)]
         return np.asarray(self.tokenizer(texts), np.int32)
@@ -97,7 +93,7 @@ def predict_detection(run_dir, files, fmt="tflite_int8", allow_unsafe=False, min
 
     from toolkit.export.report import draw_detections
 
-    labels = read_labels(run_dir, "detection")
+    labels = Run(run_dir).labels("detection")
     model, shape = load_run_model(run_dir, fmt, allow_unsafe)
     rows = []
     for path in files:
@@ -130,7 +126,7 @@ def predict_segmentation(run_dir, files, fmt="tflite_int8", allow_unsafe=False, 
 
     from toolkit.data.segmentation import voc_palette
 
-    labels = read_labels(run_dir, "segmentation")
+    labels = Run(run_dir).labels("segmentation")
     model, shape = load_run_model(run_dir, fmt, allow_unsafe)
     rows = []
     for path in files:
@@ -151,7 +147,7 @@ def predict_segmentation(run_dir, files, fmt="tflite_int8", allow_unsafe=False, 
 
 def _write_beside(path, suffix, data, output_dir=None):
     """Writes `data` (atomically) to <image stem><suffix> in output_dir, or beside the image; returns that path."""
-    from toolkit.export.run_folder import write_atomic
+    from toolkit.runs import write_atomic
 
     stem = os.path.splitext(os.path.basename(path))[0] + suffix
     target = os.path.join(output_dir or os.path.dirname(os.path.abspath(path)), stem)

@@ -76,9 +76,9 @@ NOT_IN_CONFIG = ("verbose", "threads", "resume", "restart")
 
 
 def run_folder(args):
-    """The run's folder (`toolkit.export.run_folder.RunFolder`) under --output/--name, resuming an
-    interrupted run of the same name when its options were the same (see --resume, --restart)."""
-    from toolkit.export.run_folder import RunFolder
+    """The run's folder (`toolkit.runs.RunFolder`) under --output/--name, resuming an interrupted
+    run of the same name when its options were the same (see --resume, --restart)."""
+    from toolkit.runs import RunFolder
 
     if args.resume and args.restart:
         raise ToolkitError("--resume and --restart contradict each other: pass one")
@@ -102,7 +102,7 @@ def _positive(cast, what):
 
 def run_name(text):
     """A run folder name that stays inside --output (no path, no '..', not hidden)."""
-    from toolkit.export.run_folder import check_name
+    from toolkit.runs import check_name
 
     try:
         return check_name(text)

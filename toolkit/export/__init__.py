@@ -1,1 +1,3 @@
-"""Export: SavedModel and LiteRT conversion, verification on the interpreter, run folders, reports."""
+"""Export: SavedModel and LiteRT conversion, verification on the interpreter, benchmarks, reports.
+
+The run-folder format (file names, atomic writes, `Run.load`) is `toolkit.runs`, below every layer."""

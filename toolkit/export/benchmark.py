@@ -11,38 +11,47 @@ import json
 import os
 import traceback
 
+from toolkit import tasks
 from toolkit.errors import ToolkitError, choose
 from toolkit.export import litert, pipeline, report
-from toolkit.export.run_folder import write_atomic
+from toolkit.runs import BENCHMARK_FILE, REPORT_FILE, REPORT_MD_FILE, SAVED_MODEL_DIR, VERIFY_FILE, Run, write_atomic
 
 FORMATS = ("saved_model", "tflite_fp32", "tflite_fp16", "tflite_dynamic", "tflite_int8", "tflite_int8io")
-RECIPE_TASKS = {"classification": "classification", "sentiment": "text_classification",
-                "node_classification": "node_classification", "detection": "detection",
-                "segmentation": "segmentation", "multitask": "multitask"}  # fmt: skip
+
+
+def task_of_run(run):
+    """The registered task a finished run was made by; decoders (verified through their decoding loop
+    when their recipe runs) have no per-format re-scoring here yet: one clear line."""
+    task = tasks.for_recipe(run.recipe)
+    if task.is_decoder:
+        raise ToolkitError(f"{run.path} is a {run.recipe} run (a decoder, verified by its recipe): "
+                           "toolkit benchmark re-scores single-pass runs only")  # fmt: skip
+    return task
+
+
+def benchmarkable(run):
+    return not tasks.for_recipe(run.recipe).is_decoder
 
 
 def load_run(run_dir):
-    path = os.path.join(run_dir, "report.json")
-    if not os.path.isfile(path):
-        raise ToolkitError(f"{path} not found: is {run_dir} a finished run folder?")
-    with open(path) as f:
-        run = json.load(f)
-    if not os.path.isfile(os.path.join(run_dir, pipeline.VERIFY_FILE)):
-        raise ToolkitError(f"{run_dir} has no {pipeline.VERIFY_FILE}: rerun its recipe to store the test split")
+    """A finished run (`Run`) with the stored test split that every format is re-scored on."""
+    run = Run.load(run_dir)
+    if not os.path.isfile(run.file(VERIFY_FILE)):
+        raise ToolkitError(f"{run_dir} has no {VERIFY_FILE}: rerun its recipe to store the test split")
     return run
 
 
 def benchmark(run_dir, formats=FORMATS, threads=(1, 2), floor=None, allow_unsafe=False):
     """Returns (result dict, failed formats) and writes benchmark.json and the report.md section."""
-    run = load_run(run_dir)
-    task = choose("recipe", run["recipe"], RECIPE_TASKS)
-    module = pipeline.task_module(RECIPE_TASKS[task])
+    found = load_run(run_dir)
+    run = found.report  # report.json, which gets every measured format below
+    module = task_of_run(found)
     metric = run["metric"]
     for name in formats:
         choose("format", name, FORMATS)
     model, inputs, calibration, labels, reference = pipeline.load_test_data(run_dir, allow_unsafe)
     keras_score = module.score(reference, labels)[metric]
-    saved_model_dir = os.path.join(run_dir, "saved_model")
+    saved_model_dir = found.file(SAVED_MODEL_DIR)
     if not os.path.isdir(saved_model_dir):
         litert.export_saved_model(model, saved_model_dir)
 
@@ -54,7 +63,7 @@ def benchmark(run_dir, formats=FORMATS, threads=(1, 2), floor=None, allow_unsafe
             else:
                 entry = pipeline.litert_format(
                     run_dir, module, name, saved_model_dir, inputs, calibration, labels, reference, threads,
-                    pipeline.float_layers_of(module, model),
+                    module.float_layers_of(model),
                 )
         except Exception as e:  # a format that cannot be made or run is a row, not a crash
             lines = [line for line in str(e).strip().splitlines() if line.strip()] or [type(e).__name__]
@@ -68,10 +77,10 @@ def benchmark(run_dir, formats=FORMATS, threads=(1, 2), floor=None, allow_unsafe
         entry["status"] = f"exported but failed validation: drop {drop:.2f} pt > floor {floor}" if failed else "passed"
         rows[name] = entry
     result = {"recipe": task, "metric": metric, "threads": list(threads), "floor": floor, "formats": rows}
-    write_atomic(os.path.join(run_dir, "benchmark.json"), json.dumps(result, indent=2) + "\n")
+    write_atomic(found.file(BENCHMARK_FILE), json.dumps(result, indent=2) + "\n")
     # report.json carries every measured format too (with int8 I/O scales, what a device needs to feed it).
     run["formats"].update({k: v for k, v in rows.items() if k != "keras" and run["metric"] in v})
-    write_atomic(os.path.join(run_dir, "report.json"), json.dumps(run, indent=2) + "\n")
+    write_atomic(found.file(REPORT_FILE), json.dumps(run, indent=2) + "\n")
     _update_model_card(run_dir, run, result)
     failures = [k for k, v in rows.items() if v["status"] != "passed"]
     return result, failures
@@ -116,7 +125,7 @@ def _update_model_card(run_dir, run, result):
             section += (
                 f"\n\n`{name}` I/O quantization (real = (q - zero_point) * scale): `{json.dumps(f['io_quantization'])}`"
             )
-    write_atomic(os.path.join(run_dir, "report.md"), card.rstrip() + "\n" + section + "\n")
+    write_atomic(os.path.join(run_dir, REPORT_MD_FILE), card.rstrip() + "\n" + section + "\n")
 
 
 def pareto_plot(results, path):

@@ -8,7 +8,6 @@ TensorFlow-backend subprocess on the saved `.keras` file (`python -m toolkit.exp
 comparing against the outputs of the Keras model as trained, on its own backend.
 """
 
-import importlib
 import json
 import os
 import subprocess
@@ -16,25 +15,16 @@ import sys
 
 import numpy as np
 
+from toolkit import tasks
 from toolkit.errors import ToolkitError
 from toolkit.export import litert
-from toolkit.export.run_folder import crash_point, write_atomic
-
-VERIFY_FILE = "test_data.npz"  # kept in the run folder: `toolkit benchmark` re-scores every format on it
-LITERT_FORMATS = ("tflite_fp32", "tflite_int8")  # a task module may set its own LITERT_FORMATS
+from toolkit.runs import MODEL_FILE, SAVED_MODEL_DIR, VERIFY_FILE, crash_point, tflite_file, write_atomic
 
 
-def task_module(task):
-    return importlib.import_module(f"toolkit.tasks.{task}")
 
-
-def litert_formats(module):
-    return getattr(module, "LITERT_FORMATS", LITERT_FORMATS)
-
-
-def tflite_file(fmt):
-    """'tflite_int8' -> 'model_int8.tflite'."""
-    return f"model_{fmt.split('_', 1)[1]}.tflite"
+def task_of(task):
+    """A registered task (toolkit.tasks): its spec, or the spec of the name given."""
+    return task if isinstance(task, tasks.Task) else tasks.get(task)
 
 
 def as_inputs(model, inputs):
@@ -86,11 +76,6 @@ def max_abs_diff(outputs, reference):
     return float(np.max(np.abs(np.asarray(outputs, np.float64) - np.asarray(reference, np.float64))))
 
 
-def compare(module, outputs, reference):
-    """A task's own agreement figures beside max abs diff (segmentation: the fraction of differing pixels)."""
-    return module.compare(outputs, reference) if hasattr(module, "compare") else {}
-
-
 def all_finite(outputs):
     values = outputs.values() if isinstance(outputs, dict) else [outputs]
     return all(np.isfinite(np.asarray(v, np.float64)).all() for v in values)
@@ -100,8 +85,8 @@ def finish_run(run_dir, model, task, test_inputs, test_labels, calibration_input
     """Saves, exports and verifies `model` in `run_dir`; returns (formats, keras test outputs).
 
     test_inputs / calibration_inputs: one array, or a dict by input name for multi-input models."""
-    module = task_module(task)
-    model_path = os.path.join(run_dir, "model.keras")
+    module = task_of(task)
+    model_path = os.path.join(run_dir, MODEL_FILE)
     model.save(model_path)  # into the run's partial folder: the old run stays whole until the swap
     crash_point("export")
     test_inputs, calibration_inputs = as_inputs(model, test_inputs), as_inputs(model, calibration_inputs)
@@ -140,13 +125,16 @@ def _saved(data, prefix):
     return {k[len(prefix) :]: data[k] for k in data.files if k.startswith(prefix)}
 
 
-def export_formats_any_backend(run_dir, task, threads=2):
+def export_formats_any_backend(run_dir, task, threads=2, export=None):
+    """`export(run_dir, task, threads)` (this module's export_formats unless given: a decoder passes its
+    own) on the TensorFlow backend: here, or in a TensorFlow-backend subprocess running `export`'s module."""
     import keras
 
+    export = export or export_formats
     if keras.backend.backend() == "tensorflow":
-        return export_formats(run_dir, task, threads)
+        return export(run_dir, task_of(task), threads)
     env = dict(os.environ, KERAS_BACKEND="tensorflow")
-    command = [sys.executable, "-m", "toolkit.export.pipeline", run_dir, task, str(threads)]
+    command = [sys.executable, "-m", export.__module__, run_dir, task_of(task).name, str(threads)]
     done = subprocess.run(command, env=env, capture_output=True, text=True)
     if done.returncode != 0:
         lines = [line for line in done.stderr.strip().splitlines() if line.strip()]
@@ -160,20 +148,19 @@ def export_formats_any_backend(run_dir, task, threads=2):
 
 
 def export_formats(run_dir, task, threads=2):
-    """TensorFlow backend: SavedModel and LiteRT files from model.keras, each verified."""
-    module = task_module(task)
-    if hasattr(module, "parts"):  # a decoder: its parts are exported, its decoding loop verified
-        from toolkit.export import decoding
-
-        return decoding.export_formats(run_dir, module, threads)
+    """TensorFlow backend: SavedModel and LiteRT files from model.keras, each verified (a decoder's
+    parts and decoding loop go through toolkit.export.decoding instead)."""
+    module = task_of(task)
+    if module.is_decoder:
+        raise ToolkitError(f"{module.name} is a decoder: export it with toolkit.export.decoding")
     model, inputs, calibration, labels, reference = load_test_data(run_dir)
-    saved_model_dir = os.path.join(run_dir, "saved_model")
+    saved_model_dir = os.path.join(run_dir, SAVED_MODEL_DIR)
     litert.export_saved_model(model, saved_model_dir)
     formats = {"saved_model": saved_model_format(saved_model_dir, module, inputs, labels, reference)}
-    for name in litert_formats(module):
+    for name in module.litert_formats:
         formats[name] = litert_format(run_dir, module, name, saved_model_dir, inputs, calibration, labels, reference,
-                                      (threads,), float_layers_of(module, model))  # fmt: skip
-    if hasattr(module, "raw_model") and "tflite_fp32" in formats:
+                                      (threads,), module.float_layers_of(model))  # fmt: skip
+    if module.raw_model is not None and "tflite_fp32" in formats:
         formats["tflite_fp32"]["raw_max_abs_diff"] = raw_maps_diff(run_dir, module.raw_model(model), inputs)
     return formats
 
@@ -182,6 +169,12 @@ def raw_maps_diff(run_dir, raw_model, inputs):
     """Largest difference between Keras and an fp32 LiteRT file of the model up to its post-processing
     (a detector's heatmap and edge maps...) on the whole test split: the tight check where no order can
     change, beside the task's own comparison of post-processed outputs. The file is not kept."""
+    return max(raw_maps_diffs(run_dir, raw_model, inputs).values())
+
+
+def raw_maps_diffs(run_dir, raw_model, inputs):
+    """raw_maps_diff per map: {output name: largest difference} (a heatmap's probabilities and a box-edge
+    map's pixel distances differ in scale, and so do their rounding differences)."""
     import shutil
     import tempfile
 
@@ -194,14 +187,16 @@ def raw_maps_diff(run_dir, raw_model, inputs):
         reference = keras_outputs(raw_model, inputs)
         outputs = named_like(litert.LiteRTModel(path).predict(feed(inputs)), reference)
         shutil.rmtree(saved)
-    return max_abs_diff(outputs, reference)
+    if not isinstance(reference, dict):
+        return {"output": max_abs_diff(outputs, reference)}
+    return {name: max_abs_diff(outputs[name], value) for name, value in reference.items()}
 
 
 def load_test_data(run_dir, allow_unsafe=False):
     """A finished run's model and stored test split: (model, inputs, calibration, labels, Keras outputs)."""
     from toolkit import saving
 
-    model = saving.load_model(os.path.join(run_dir, "model.keras"), allow_unsafe)
+    model = saving.load_model(os.path.join(run_dir, MODEL_FILE), allow_unsafe)
     data = np.load(os.path.join(run_dir, VERIFY_FILE))
     inputs, calibration = as_inputs(model, _saved(data, "input__")), as_inputs(model, _saved(data, "calibration__"))
     reference = data["keras_outputs"] if "keras_outputs" in data.files else _saved(data, "keras_outputs__")
@@ -227,21 +222,15 @@ def saved_model_format(saved_model_dir, module, inputs, labels, reference):
         "latency_p90_ms": p90,
         "size_bytes": litert.size_bytes(saved_model_dir),
         "max_abs_diff": max_abs_diff(outputs, reference),
-        **compare(module, outputs, reference),
+        **module.compare(outputs, reference),
     }
-
-
-def float_layers_of(module, model):
-    """The task's FLOAT_LAYERS that `model` has (a multi-task model without its detection head has no decoder)."""
-    names = {layer.name for layer in model.layers}
-    return tuple(layer for layer in getattr(module, "FLOAT_LAYERS", ()) if layer in names)
 
 
 def litert_format(run_dir, module, name, saved_model_dir, inputs, calibration, labels, reference, threads=(2,),
                   float_layers=None):  # fmt: skip
     """Converts one LiteRT format, scores it on the whole test split, times batch-1 latency per thread count."""
     path = os.path.join(run_dir, tflite_file(name))
-    float_layers = getattr(module, "FLOAT_LAYERS", ()) if float_layers is None else float_layers
+    float_layers = module.float_layers if float_layers is None else float_layers
     write_atomic(path, litert.convert(saved_model_dir, name.split("_", 1)[1], feed(calibration), float_layers))
     crash_point(f"export:{name}")
     runtime = litert.LiteRTModel(path, threads=threads[0])
@@ -259,7 +248,7 @@ def litert_format(run_dir, module, name, saved_model_dir, inputs, calibration, l
         "latency_p90_ms": p90,
         "size_bytes": litert.size_bytes(path),
         "max_abs_diff": max_abs_diff(outputs, reference),
-        **compare(module, outputs, reference),
+        **module.compare(outputs, reference),
         "threads": threads[0],
     }
     if len(threads) > 1:
@@ -281,10 +270,11 @@ def versions():
     return found
 
 
-def main(argv=None):
+def main(argv=None, export=None):
+    """The TensorFlow-backend subprocess of export_formats_any_backend: RUN_DIR TASK THREADS."""
     run_dir, task, threads = (argv or sys.argv[1:])[:3]
     try:
-        formats = export_formats(run_dir, task, int(threads))
+        formats = (export or export_formats)(run_dir, task_of(task), int(threads))
     except ToolkitError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

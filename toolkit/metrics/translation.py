@@ -1,7 +1,7 @@
 """Translation metrics on detokenised text: corpus BLEU and chrF from sacrebleu (its standard 13a
 tokenisation and settings, so figures compare with published ones), and the exact-match rate."""
 
-from toolkit.data.text import normalized
+from toolkit.data.texts import normalized
 
 
 def score(hypotheses, references):

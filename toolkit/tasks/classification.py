@@ -7,9 +7,10 @@ probabilities; the headline metric is top-1 accuracy ("top1").
 import keras
 import numpy as np
 
-from toolkit import backbones, training
+from toolkit import backbones
 from toolkit.errors import ToolkitError
 from toolkit.heads.classification import classification_head
+import toolkit.tasks.registry as registry
 
 METRIC = "top1"
 
@@ -29,17 +30,9 @@ def build(
     return keras.Model(inputs, outputs, name="classifier")
 
 
-def backbone_of(model):
-    """The nested backbone model of a task model (what `--backbone-weights` moves between tasks)."""
-    nested = [layer for layer in model.layers if isinstance(layer, keras.Model)]
-    if len(nested) != 1:
-        raise ToolkitError(f"{model.name} should hold exactly one backbone model, found {len(nested)}")
-    return nested[0]
-
-
 def compile(model, learning_rate=3e-3, total_steps=1000, weight_decay=0.05, warmup_fraction=0.05, metric=METRIC):
     """AdamW with linear warm-up into cosine decay, sparse cross-entropy, accuracy named `metric`."""
-    schedule = training.warmup_cosine(learning_rate, total_steps, warmup_fraction)
+    schedule = registry.warmup_cosine(learning_rate, total_steps, warmup_fraction)
     model.compile(
         optimizer=keras.optimizers.AdamW(schedule, weight_decay=weight_decay),
         loss="sparse_categorical_crossentropy",
@@ -58,3 +51,9 @@ def confusion_matrix(probabilities, labels, num_classes):
     matrix = np.zeros((num_classes, num_classes), np.int64)
     np.add.at(matrix, (np.asarray(labels), np.argmax(probabilities, axis=-1)), 1)
     return matrix
+
+
+TASK = registry.register(registry.Task(
+    name="classification", recipe="classification", metric=METRIC, build=build, compile=compile, score=score,
+    description="image -> class probabilities",
+))  # fmt: skip

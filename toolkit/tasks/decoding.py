@@ -9,9 +9,8 @@ the Keras models and the LiteRT interpreter alike, and it is the loop a device w
 import keras
 import numpy as np
 
+from toolkit.data.tokenizer import PAD_ID as PAD
 from toolkit.errors import ToolkitError, choose
-
-PAD = 0  # tokenizer.RESERVED_TOKENS[0]
 
 
 def never_pad(logits):
@@ -71,17 +70,6 @@ def keras_engine(model):
 
     specs = {t.name: (tuple(t.shape[1:]), np.dtype(t.dtype)) for t in model.inputs}
     return Engine(call, specs, model.name)
-
-
-def litert_engine(path, threads=2):
-    from toolkit.export.litert import LiteRTModel
-
-    runtime = LiteRTModel(path, threads=threads)
-    specs = {k: (tuple(int(d) for d in v["shape"][1:]), np.dtype(v["dtype"]))
-             for k, v in runtime.runner.get_input_details().items()}  # fmt: skip
-    engine = Engine(runtime, specs, path)
-    engine.runtime = runtime
-    return engine
 
 
 def prefill(step, state, tokens, constants=None):

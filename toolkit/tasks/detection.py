@@ -14,10 +14,11 @@ import keras
 import numpy as np
 from keras import ops
 
-from toolkit import backbones, training
+from toolkit import backbones
 from toolkit.errors import ToolkitError
 from toolkit.heads.detection import DetectionDecoder, detection_head
 from toolkit.necks import fpn
+import toolkit.tasks.registry as registry
 
 METRIC = "map"
 LITERT_FORMATS = ("tflite_fp32", "tflite_int8")
@@ -66,12 +67,6 @@ def raw_model(model):
     order cannot change, for the tight fp32 parity check beside the matched-detection one."""
     maps = {name: model.get_layer(name).output for name in ("heatmap", "edges")}
     return keras.Model(model.input, maps, name="detector_maps")
-
-
-def backbone_of(model):
-    from toolkit.tasks.classification import backbone_of as nested_backbone
-
-    return nested_backbone(model)
 
 
 # ----- targets (tf ops: they run inside the tf.data pipeline, whatever the Keras backend) -----
@@ -197,7 +192,7 @@ class EdgesGIoULoss(keras.losses.Loss):
 
 def compile(model, learning_rate=2e-3, total_steps=1000, weight_decay=1e-4, warmup_fraction=0.05, edges_weight=5.0):
     """AdamW with warm-up into cosine decay; focal loss on the heatmap, GIoU on the edges."""
-    schedule = training.warmup_cosine(learning_rate, total_steps, warmup_fraction)
+    schedule = registry.warmup_cosine(learning_rate, total_steps, warmup_fraction)
     model.compile(
         optimizer=keras.optimizers.AdamW(schedule, weight_decay=weight_decay, global_clipnorm=10.0),
         loss={"heatmap": HeatmapFocalLoss(), "edges": EdgesGIoULoss()},
@@ -289,3 +284,10 @@ def compare(outputs, reference):
             matched += 1
             worst = max(worst, float(np.max(np.abs(ref_boxes[r] - out_boxes[o]))), abs(ref_scores[r] - out_scores[o]))
     return {"identical_detections": matched / total if total else 1.0, "max_abs_diff": worst}
+
+
+TASK = registry.register(registry.Task(
+    name="detection", recipe="detection", metric=METRIC, build=build, compile=compile, score=score,
+    compare=compare, inference_model=inference_model, raw_model=raw_model, litert_formats=LITERT_FORMATS,
+    float_layers=FLOAT_LAYERS, description="image -> boxes, classes, scores (decoding and NMS inside)",
+))  # fmt: skip

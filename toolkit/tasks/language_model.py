@@ -15,7 +15,8 @@ from toolkit import backbones
 from toolkit.errors import ToolkitError
 from toolkit.heads.sequence import ZeroState
 from toolkit.metrics import language_model as lm_metrics
-from toolkit.tasks import decoding
+import toolkit.tasks.decoding as decoding
+import toolkit.tasks.registry as registry
 
 METRIC = "perplexity"
 LITERT_FORMATS = ("tflite_fp32", "tflite_dynamic")
@@ -23,7 +24,7 @@ PARTS = ("step",)
 STEP_PART = "step"
 
 
-def build(sequence_length=64, vocabulary_size=2000, backbone="causal_rnn", **backbone_options):
+def build(backbone="causal_rnn", sequence_length=64, vocabulary_size=2000, **backbone_options):
     """token ids (B, T) -> next-token logits (B, T, V); the recurrent state starts at zero."""
     backbones.require_kind(backbone, "text")
     feature_model = backbones.get(backbone, (sequence_length,), vocabulary_size=vocabulary_size, **backbone_options)
@@ -39,7 +40,7 @@ def build(sequence_length=64, vocabulary_size=2000, backbone="causal_rnn", **bac
 
 
 def compile(model, learning_rate=3e-3, total_steps=1000, warmup_fraction=0.05):
-    from toolkit.tasks import translation
+    import toolkit.tasks.translation as translation
 
     return translation.compile(model, learning_rate, total_steps, warmup_fraction)  # the same schedule and loss
 
@@ -102,3 +103,10 @@ def score(logits, windows):
     real = targets > 0
     picked = np.take_along_axis(log_probs, targets[..., None], axis=-1)[..., 0]
     return {METRIC: lm_metrics.perplexity(-picked[real])}
+
+
+TASK = registry.register(registry.DecoderTask(
+    name="language_model", recipe="generation", metric=METRIC, build=build, compile=compile, score=score,
+    litert_formats=LITERT_FORMATS, parts=parts, evaluate=evaluate, part_names=PARTS, step_part=STEP_PART,
+    description="token ids -> next-token logits (a step part with its recurrent state)",
+))  # fmt: skip

@@ -24,12 +24,14 @@ import keras
 import numpy as np
 from keras import layers
 
-from toolkit import backbones, training
+from toolkit import backbones
 from toolkit.errors import ToolkitError, choose
 from toolkit.heads.detection import DetectionDecoder, detection_head
 from toolkit.heads.segmentation import ClassMap, segmentation_head
 from toolkit.necks import fpn
-from toolkit.tasks import detection, segmentation
+import toolkit.tasks.detection as detection
+import toolkit.tasks.segmentation as segmentation
+import toolkit.tasks.registry as registry
 
 HEADS = ("detection", "segmentation", "classification")
 METRIC = "mean_head_score"  # the mean of each head's headline metric: map, miou, presence_exact
@@ -76,10 +78,11 @@ def heads_of(model):
     return tuple(h for h, key in zip(HEADS, ("heatmap", "segmentation", "presence")) if key in names)
 
 
-def backbone_of(model):
-    from toolkit.tasks.classification import backbone_of as nested_backbone
-
-    return nested_backbone(model)
+def num_classes_of(model):
+    """Object classes (without the background) as the model's heads are built for them."""
+    shapes = {name: int(t.shape[-1]) for name, t in model.output.items()}
+    return shapes["heatmap"] if "heatmap" in shapes else shapes["presence"] if "presence" in shapes \
+        else shapes["segmentation"] - 1
 
 
 def inference_model(model, max_detections=100, score_threshold=0.05, iou_threshold=0.5):
@@ -130,10 +133,11 @@ def presence(classes, num_classes):
     return tf.reduce_max(one_hot, axis=1)
 
 
-def compile(model, num_classes, learning_rate=3e-3, total_steps=1000, weight_decay=1e-4, head_weights=None,
+def compile(model, learning_rate=3e-3, total_steps=1000, weight_decay=1e-4, head_weights=None,
             dice_weight=1.0, edges_weight=5.0):  # fmt: skip
     """AdamW with warm-up into cosine decay; each head's own loss, times its weight in head_weights."""
     heads = heads_of(model)
+    num_classes = num_classes_of(model)
     weights = {h: 1.0 for h in heads} | dict(head_weights or {})
     losses, loss_weights = {}, {}
     if "detection" in heads:
@@ -145,7 +149,7 @@ def compile(model, num_classes, learning_rate=3e-3, total_steps=1000, weight_dec
     if "classification" in heads:
         losses["presence"] = keras.losses.BinaryCrossentropy()
         loss_weights["presence"] = weights["classification"]
-    schedule = training.warmup_cosine(learning_rate, total_steps)
+    schedule = registry.warmup_cosine(learning_rate, total_steps)
     model.compile(
         optimizer=keras.optimizers.AdamW(schedule, weight_decay=weight_decay, global_clipnorm=10.0),
         loss=losses,
@@ -216,3 +220,10 @@ def raw_model(model):
     maps = {name: model.get_layer(name).output for name in ("heatmap", "edges", "segmentation", "presence")
             if name in names}  # fmt: skip
     return keras.Model(model.input, maps, name="multitask_maps")
+
+
+TASK = registry.register(registry.Task(
+    name="multitask", recipe="multitask", metric=METRIC, build=build, compile=compile, score=score,
+    compare=compare, inference_model=inference_model, raw_model=raw_model, litert_formats=LITERT_FORMATS,
+    float_layers=FLOAT_LAYERS, description="image -> detections, class map and classes present, one graph",
+))  # fmt: skip

@@ -12,8 +12,8 @@ import numpy as np
 from toolkit import backbones
 from toolkit.errors import ToolkitError
 from toolkit.heads.classification import probabilities_head
-from toolkit.tasks.classification import backbone_of  # noqa: F401  (shared)
 from toolkit.tasks.text_classification import score as _score
+import toolkit.tasks.registry as registry
 
 METRIC = "accuracy"
 
@@ -31,8 +31,10 @@ def build(backbone="gcn", num_nodes=34, num_features=8, num_classes=2, head_drop
     return keras.Model(inputs, outputs, name="node_classifier")
 
 
-def compile(model, learning_rate=1e-2, weight_decay=5e-4):
-    """Adam with weight decay (Kipf & Welling's setting), masked sparse cross-entropy."""
+def compile(model, learning_rate=1e-2, total_steps=None, weight_decay=5e-4):
+    """Adam with weight decay at a constant rate (Kipf & Welling's setting: full-graph steps, one per
+    epoch, where a decay schedule did not help), masked sparse cross-entropy. total_steps is taken for
+    the shared compile(model, learning_rate, total_steps) signature and not used."""
     model.compile(
         optimizer=keras.optimizers.AdamW(learning_rate, weight_decay=weight_decay),
         loss="sparse_categorical_crossentropy",
@@ -63,3 +65,9 @@ def score(probabilities, labels):
     labels = np.asarray(labels).reshape(-1)
     scored = labels >= 0
     return _score(probabilities[scored], labels[scored])
+
+
+TASK = registry.register(registry.Task(
+    name="node_classification", recipe="node_classification", metric=METRIC, build=build, compile=compile,
+    score=score, description="graph (features, adjacency) -> class probabilities per node",
+))  # fmt: skip

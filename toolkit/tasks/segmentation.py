@@ -17,11 +17,12 @@ import keras
 import numpy as np
 from keras import ops
 
-from toolkit import backbones, training
+from toolkit import backbones
 from toolkit.errors import ToolkitError
 from toolkit.heads.segmentation import ClassMap, segmentation_head
 from toolkit.metrics import segmentation as segmentation_metrics
 from toolkit.necks import fpn
+import toolkit.tasks.registry as registry
 
 METRIC = "miou"
 LITERT_FORMATS = ("tflite_fp32", "tflite_int8")
@@ -55,12 +56,6 @@ def inference_model(model, output=None):
     """image -> (B, H, W) uint8 class map. `output` names the logits output of a multi-output model."""
     logits = model.output if output is None else model.output[output]
     return keras.Model(model.input, ClassMap(name="class_map")(logits), name="segmenter_with_argmax")
-
-
-def backbone_of(model):
-    from toolkit.tasks.classification import backbone_of as nested_backbone
-
-    return nested_backbone(model)
 
 
 @keras.saving.register_keras_serializable(package="toolkit")
@@ -107,12 +102,13 @@ def miou_metric(num_classes, name=METRIC):
     return keras.metrics.MeanIoU(num_classes, name=name, sparse_y_pred=False, ignore_class=IGNORE_INDEX)
 
 
-def compile(model, num_classes, learning_rate=3e-3, total_steps=1000, weight_decay=1e-4, dice_weight=1.0,
-            class_weights=None):  # fmt: skip
-    """AdamW with warm-up into cosine decay; cross-entropy + Dice; mIoU as the training metric."""
+def compile(model, learning_rate=3e-3, total_steps=1000, weight_decay=1e-4, dice_weight=1.0, class_weights=None):
+    """AdamW with warm-up into cosine decay; cross-entropy + Dice; mIoU as the training metric. The
+    classes (background included) are the model's output channels."""
+    num_classes = int(model.output.shape[-1])
     model.compile(
         optimizer=keras.optimizers.AdamW(
-            training.warmup_cosine(learning_rate, total_steps), weight_decay=weight_decay, global_clipnorm=10.0
+            registry.warmup_cosine(learning_rate, total_steps), weight_decay=weight_decay, global_clipnorm=10.0
         ),
         loss=SegmentationLoss(num_classes, dice_weight, class_weights),
         metrics=[miou_metric(num_classes)],
@@ -144,3 +140,10 @@ def compare(outputs, reference):
     whose class differs from the Keras model's."""
     a, b = np.asarray(class_map_of(outputs)), np.asarray(class_map_of(reference))
     return {"differing_pixels": float(np.mean(a != b))}
+
+
+TASK = registry.register(registry.Task(
+    name="segmentation", recipe="segmentation", metric=METRIC, build=build, compile=compile, score=score,
+    compare=compare, inference_model=inference_model, litert_formats=LITERT_FORMATS,
+    description="image -> class map (argmax inside)",
+))  # fmt: skip

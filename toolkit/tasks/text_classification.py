@@ -12,8 +12,9 @@ import numpy as np
 from toolkit import backbones
 from toolkit.errors import ToolkitError
 from toolkit.heads.classification import probabilities_head
-from toolkit.tasks import classification
-from toolkit.tasks.classification import backbone_of, confusion_matrix  # noqa: F401  (shared with images)
+import toolkit.tasks.classification as classification
+from toolkit.tasks.classification import confusion_matrix  # noqa: F401  (shared with images)
+import toolkit.tasks.registry as registry
 
 METRIC = "accuracy"
 LITERT_FORMATS = ("tflite_fp32", "tflite_dynamic", "tflite_int8")
@@ -51,3 +52,9 @@ def score(probabilities, labels):
         denominator = np.sum(predicted == c) + np.sum(labels == c)
         f1.append(2 * tp / denominator if denominator else 0.0)
     return {METRIC: float(np.mean(predicted == labels)), "f1": float(np.mean(f1))}
+
+
+TASK = registry.register(registry.Task(
+    name="text_classification", recipe="sentiment", metric=METRIC, build=build, compile=compile, score=score,
+    litert_formats=LITERT_FORMATS, description="token ids -> class probabilities",
+))  # fmt: skip

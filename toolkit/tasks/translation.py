@@ -15,19 +15,20 @@ the attention context as outputs. These are what LiteRT runs; `translate` is the
 import keras
 import numpy as np
 
-from toolkit import backbones, training
+from toolkit import backbones
 from toolkit.backbones.text.layers import PaddingMask
 from toolkit.data import tokenizer
 from toolkit.errors import ToolkitError
 from toolkit.heads.sequence import LuongAttention, attentional_logits
 from toolkit.metrics import translation as translation_metrics
-from toolkit.tasks import decoding
+import toolkit.tasks.decoding as decoding
+import toolkit.tasks.registry as registry
 
 METRIC = "bleu"
 LITERT_FORMATS = ("tflite_fp32", "tflite_dynamic")
 PARTS = ("encoder", "decoder_step")
 STEP_PART = "decoder_step"  # run once per output token
-START, END = 2, 3  # tokenizer.SEQUENCE_TOKENS follow [PAD], [UNK] in the target vocabulary
+START, END = tokenizer.START_ID, tokenizer.END_ID  # the target vocabulary's sequence tokens (the tokenizer owns them)
 
 
 def build(
@@ -73,7 +74,7 @@ def build(
 
 def compile(model, learning_rate=3e-3, total_steps=1000, warmup_fraction=0.05):
     """Adam with warm-up and cosine decay; cross-entropy on logits, padding (id 0) ignored."""
-    schedule = training.warmup_cosine(learning_rate, total_steps, warmup_fraction)
+    schedule = registry.warmup_cosine(learning_rate, total_steps, warmup_fraction)
     model.compile(
         optimizer=keras.optimizers.Adam(schedule, clipnorm=1.0),
         loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True, ignore_class=0),
@@ -145,3 +146,10 @@ def evaluate(engines, data):
 
 def score(token_ids, references, vocabulary):
     return translation_metrics.score(texts(token_ids, vocabulary), references)
+
+
+TASK = registry.register(registry.DecoderTask(
+    name="translation", recipe="translation", metric=METRIC, build=build, compile=compile, score=score,
+    litert_formats=LITERT_FORMATS, parts=parts, evaluate=evaluate, part_names=PARTS, step_part=STEP_PART,
+    description="source token ids -> target token ids (encoder + decoder step, greedy or beam)",
+))  # fmt: skip

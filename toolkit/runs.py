@@ -1,11 +1,13 @@
-"""Run folders are written aside and swapped in whole: a failed run never touches the last good one.
+"""The run-folder format: every file name of a run once, reading a finished run (`Run.load`),
+atomic writes, crash points, labels, and `RunFolder`, which writes a run aside and swaps it in whole.
 
-A run writes into `ROOT/.NAME.partial/` (hidden, locked while a process writes it). Leaving the
-`with` block normally swaps it into `ROOT/NAME` in one atomic step (Linux `renameat2` with
-RENAME_EXCHANGE; two renames elsewhere). A crash, SIGKILL included, leaves the partial folder and
-its training state (`resume/`, see `toolkit.training`) in place: a re-run of the same command
-finds it by name and continues from the last completed epoch. An error before any epoch was
-completed discards the partial folder; `restart=True` (`--restart`) discards it on purpose.
+A failed run never touches the last good one. A run writes into `ROOT/.NAME.partial/` (hidden,
+locked while a process writes it). Leaving the `with` block normally swaps it into `ROOT/NAME` in
+one atomic step (Linux `renameat2` with RENAME_EXCHANGE; two renames elsewhere). A crash, SIGKILL
+included, leaves the partial folder and its training state (`resume/`, see `toolkit.training`) in
+place: a re-run of the same command finds it by name and continues from the last completed epoch.
+An error before any epoch was completed discards the partial folder; `restart=True` (`--restart`)
+discards it on purpose.
 """
 
 import ctypes
@@ -16,14 +18,33 @@ import os
 import re
 import shutil
 import signal
+import stat
 import tempfile
 
 from toolkit.errors import ToolkitError
 
 SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+CRASH_ENV = "TOOLKIT_CRASH_AT"  # fault injection for the crash tests: a stage name, or "train_step:N"
+
+# === File names: every file of a run folder, named here only (as KerasHub's preset_utils does) ===
+MODEL_FILE = "model.keras"  # the trained task model; every other format is made from it
+SAVED_MODEL_DIR = "saved_model"  # the SavedModel LiteRT converts from (decoders: saved_model/<part>/)
+REPORT_FILE = "report.json"  # what marks a finished run: metric, latency and size per format, the command
+REPORT_MD_FILE = "report.md"  # the model card
+BENCHMARK_FILE = "benchmark.json"  # `toolkit benchmark`'s table, every format
+VERIFY_FILE = "test_data.npz"  # the stored test split and Keras' outputs: `toolkit benchmark` re-scores on it
+BACKBONE_WEIGHTS_FILE = "backbone.weights.h5"  # the backbone alone, for --backbone-weights in another task
+LABELS_FILE = "labels.txt"  # class names, one a line, in the model's output order
+VOCABULARY_FILE = "vocab.txt"  # the (source) WordPiece vocabulary of a text run
+TARGET_VOCABULARY_FILE = "target_vocab.txt"  # a translation run's target-language vocabulary
 RESUME_DIR = "resume"  # the training state, under the partial folder (toolkit.training writes it)
 CONFIG_FILE = "config.json"  # beside the state: the options that made it, checked on resume
-CRASH_ENV = "TOOLKIT_CRASH_AT"  # fault injection for the crash tests: a stage name, or "train_step:N"
+STATE_FILE = "state.json"  # beside it: the commit point, naming the arrays file of the last completed epoch
+
+
+def tflite_file(fmt, part="model"):
+    """'tflite_int8' -> 'model_int8.tflite'; a decoder's parts: ('tflite_fp32', 'step') -> 'step_fp32.tflite'."""
+    return f"{part}_{fmt.split('_', 1)[1]}.tflite"
 
 
 def crash_point(name):
@@ -75,7 +96,7 @@ class RunFolder:
             self._prepare()
             _check_writable(self.partial)
         except BaseException:
-            if not os.path.isfile(os.path.join(self.partial, RESUME_DIR, "state.json")):
+            if not os.path.isfile(os.path.join(self.partial, RESUME_DIR, STATE_FILE)):
                 shutil.rmtree(self.partial, ignore_errors=True)  # made just now, holds nothing to resume
             self._unlock()
             raise
@@ -83,7 +104,7 @@ class RunFolder:
         return self
 
     def _prepare(self):
-        state = os.path.join(self.partial, RESUME_DIR, "state.json")
+        state = os.path.join(self.partial, RESUME_DIR, STATE_FILE)
         config_path = os.path.join(self.partial, RESUME_DIR, CONFIG_FILE)
         has_state = os.path.isfile(state)
         if self.restart or not has_state:
@@ -113,7 +134,7 @@ class RunFolder:
         try:
             if exc_type is None:
                 self.commit()
-            elif not os.path.isfile(os.path.join(self.partial, RESUME_DIR, "state.json")):
+            elif not os.path.isfile(os.path.join(self.partial, RESUME_DIR, STATE_FILE)):
                 shutil.rmtree(self.partial, ignore_errors=True)  # nothing worth resuming
         finally:
             self._unlock()
@@ -187,14 +208,21 @@ def _exchange(a, b):
 
 
 def write_atomic(path, data):
-    """Writes bytes or text to a temporary name beside `path`, then renames it into place."""
-    mode = "wb" if isinstance(data, bytes) else "w"
+    """Writes bytes, text, or what `data(file)` writes to an open binary file (np.savez, without a
+    copy in memory) to a temporary name beside `path`, synced, then renames it into place: the one
+    atomic write of the project."""
+    mode = "w" if isinstance(data, str) else "wb"
     fd, tmp = tempfile.mkstemp(prefix=f".{os.path.basename(path)}.", dir=os.path.dirname(path) or ".")
     try:
         with os.fdopen(fd, mode) as f:
-            f.write(data)
+            if callable(data):
+                data(f)
+            else:
+                f.write(data)
             f.flush()
             os.fsync(f.fileno())
+        if os.path.exists(path):  # a file replaced keeps its permissions (mkstemp makes owner-only files)
+            os.chmod(tmp, stat.S_IMODE(os.stat(path).st_mode))
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):
@@ -202,17 +230,58 @@ def write_atomic(path, data):
         raise
 
 
-LABELS_FILE = "labels.txt"
-
-
 def write_labels(run_dir, class_names):
     """labels.txt: one class name per line, in the model's output order (what predict reads back)."""
     write_atomic(os.path.join(run_dir, LABELS_FILE), "\n".join(class_names) + "\n")
 
 
-def read_labels(run_dir, recipe):
+def read_labels(run_dir, recipe=None):
     path = os.path.join(run_dir, LABELS_FILE)
     if not os.path.isfile(path):
-        raise ToolkitError(f"{path} not found: is {run_dir} a finished {recipe} run?")
+        raise ToolkitError(f"{path} not found: is {run_dir} a finished {recipe + ' ' if recipe else ''}run?")
     with open(path) as f:
         return [line.strip() for line in f if line.strip()]
+
+
+# === Reading a finished run ===
+class Run:
+    """A finished run folder, read. `Run.load(path)` needs its report.json (what marks a run as
+    finished); `Run(path)` only names its files, for commands that need no more than a model file
+    and its labels or vocabulary (predict, generate), which name the missing file themselves.
+    Loading the model stays with the caller (`toolkit.saving` sits above this module)."""
+
+    def __init__(self, path, report=None):
+        self.path = path
+        self.report = report
+        self.recipe = (report or {}).get("recipe")
+
+    @classmethod
+    def load(cls, path):
+        file = os.path.join(path, REPORT_FILE)
+        if not os.path.isfile(file):
+            raise ToolkitError(f"{file} not found: is {path} a finished run folder?")
+        try:
+            with open(file, encoding="utf-8") as f:
+                report = json.load(f)
+        except (OSError, ValueError) as e:  # UnicodeDecodeError is a ValueError
+            raise ToolkitError(f"{file} is not valid JSON ({e}): is {path} a finished run folder?") from None
+        if not isinstance(report, dict):
+            raise ToolkitError(f"{file} is not a JSON object: is {path} a finished run folder?")
+        return cls(path, report)
+
+    def file(self, *parts):
+        return os.path.join(self.path, *parts)
+
+    def tflite(self, fmt, part="model"):
+        """The path of LiteRT format `fmt` ('tflite_int8'), or of one decoder part in it."""
+        return self.file(tflite_file(fmt, part))
+
+    def require(self, *parts):
+        """The path of a file the run must hold, or a one-line error naming it."""
+        path = self.file(*parts)
+        if not os.path.exists(path):
+            raise ToolkitError(f"{path} not found: is {self.path} a finished run folder?")
+        return path
+
+    def labels(self, recipe=None):
+        return read_labels(self.path, recipe or self.recipe)
