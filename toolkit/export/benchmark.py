@@ -76,7 +76,7 @@ def benchmark(run_dir, formats=FORMATS, threads=(1, 2), floor=None, allow_unsafe
         failed = floor is not None and drop > floor
         entry["status"] = f"exported but failed validation: drop {drop:.2f} pt > floor {floor}" if failed else "passed"
         rows[name] = entry
-    result = {"recipe": task, "metric": metric, "threads": list(threads), "floor": floor, "formats": rows}
+    result = {"recipe": found.recipe, "metric": metric, "threads": list(threads), "floor": floor, "formats": rows}
     write_atomic(found.file(BENCHMARK_FILE), json.dumps(result, indent=2) + "\n")
     # report.json carries every measured format too (with int8 I/O scales, what a device needs to feed it).
     run["formats"].update({k: v for k, v in rows.items() if k != "keras" and run["metric"] in v})
