@@ -5,7 +5,7 @@ import os
 
 import numpy as np
 
-from toolkit.export.run_folder import write_atomic
+from toolkit.runs import REPORT_FILE, REPORT_MD_FILE, write_atomic
 
 
 def write_report(run_dir, report):
@@ -13,8 +13,8 @@ def write_report(run_dir, report):
     for key in ("recipe", "backend", "metric", "train_seconds", "command", "formats"):
         if key not in report:
             raise ValueError(f"report.json needs {key!r}")
-    write_atomic(os.path.join(run_dir, "report.json"), json.dumps(report, indent=2, sort_keys=False) + "\n")
-    write_atomic(os.path.join(run_dir, "report.md"), markdown(report))
+    write_atomic(os.path.join(run_dir, REPORT_FILE), json.dumps(report, indent=2, sort_keys=False) + "\n")
+    write_atomic(os.path.join(run_dir, REPORT_MD_FILE), markdown(report))
 
 
 MEASURES = ("latency_ms", "latency_p90_ms", "size_bytes", "max_abs_diff", "threads")
@@ -64,8 +64,9 @@ def markdown(report):
         f"- backbone: `{report.get('backbone', '?')}`, head: {report.get('head', '?')}",
         f"- parameters: {report.get('params', 0):,}, FLOPs per input: {report.get('flops', 0) / 1e6:.1f} M",
         f"- data: {report.get('dataset', '?')} ({report.get('split_sizes', {})})",
-        f"- backend: {report['backend']}, trained {report.get('epochs_run', '?')} epochs in "
-        f"{report['train_seconds']:.0f} s",
+        f"- backend: {report['backend']}, "
+        + (f"trained {report.get('epochs_run', '?')} epochs in {report['train_seconds']:.0f} s"
+           if report["train_seconds"] is not None else "trained by user code (toolkit.export_model)"),
         f"- command: `{report['command']}`",
         "",
         "## Test split, per format",
@@ -76,9 +77,9 @@ def markdown(report):
         f"{report['formats'].get('tflite_fp32', {}).get('threads', '?')} threads); max abs diff is against "
         "the Keras model's outputs on the same test inputs.",
         "",
-        "![training curves](training_curves.png)",
-        "",
     ]
+    if report["train_seconds"] is not None:  # a recipe's run: its training curves
+        lines += ["![training curves](training_curves.png)", ""]
     if report.get("samples"):  # sample outputs (translations, generated text): a table of their fields
         keys = list(report["samples"][0])
         lines += ["## Sample outputs (test split)", "", "| " + " | ".join(keys) + " |", "|" + "---|" * len(keys)]
