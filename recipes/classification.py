@@ -12,7 +12,7 @@ import math
 import keras
 
 from toolkit import recipe, tasks, training
-from toolkit.data import images
+from toolkit.data import images, intensity
 from toolkit.export import pipeline, report
 from toolkit.runs import BACKBONE_WEIGHTS_FILE, write_labels
 from toolkit.tasks import classification
@@ -26,6 +26,7 @@ def parse_args(argv=None):
     p.add_argument("--augment", default="flip", help="none, flip or flip_shift")
     p.add_argument("--head-dropout", type=float, default=0.2)
     p.add_argument("--calibration-samples", type=recipe.positive_int, default=300)
+    recipe.add_split_options(p)
     return p.parse_args(argv)
 
 
@@ -36,7 +37,7 @@ def main(argv=None):
     options = recipe.backbone_options(args.backbone_option, args.backbone)
 
     # Data: unbatched (uint8 image, label) splits; the pipeline shuffles, batches, augments, prefetches.
-    data = images.load(args.data, image_size=args.image_size, data_dir=args.data_dir)
+    data = images.load(args.data, image_size=args.image_size, data_dir=args.data_dir, **recipe.split_fractions(args))
     train = images.batches(data.train, args.batch_size, shuffle=True, augment=images.augmentation(args.augment))
     validation = images.batches(data.validation, args.batch_size)
 
@@ -49,6 +50,7 @@ def main(argv=None):
         training.load_backbone_weights(backbone, args.backbone_weights)
     steps = args.epochs * math.ceil(data.sizes["train"] / args.batch_size)
     classification.compile(model, args.learning_rate, steps)
+    recipe.check_splits(data)  # warns when validation or test is too small to mean much
 
     with recipe.run_folder(args) as run:
         history, seconds = training.fit(
@@ -66,6 +68,7 @@ def main(argv=None):
         matrix = classification.confusion_matrix(outputs, test_labels, len(data.class_names))
         report.plot_confusion(matrix, data.class_names, run.file("confusion_matrix.png"))
         write_labels(run.path, data.class_names)
+        intensity.save(data.intensity, run.path)  # 16-bit data: the scaling rule predict applies
         result = recipe.conclude(
             run,
             "classification",

@@ -16,6 +16,7 @@ import keras
 
 from toolkit import recipe, tasks, training
 from toolkit.data import detection as detection_data
+from toolkit.data import intensity
 from toolkit.export import pipeline, report
 from toolkit.runs import BACKBONE_WEIGHTS_FILE, write_labels
 from toolkit.tasks import detection
@@ -30,6 +31,7 @@ def parse_args(argv=None):
     p.add_argument("--max-detections", type=recipe.positive_int, default=100)
     p.add_argument("--score-threshold", type=float, default=0.05)
     p.add_argument("--iou-threshold", type=float, default=0.5)
+    recipe.add_split_options(p)
     args = p.parse_args(argv)
     return recipe.pyramid_defaults(args)
 
@@ -42,7 +44,8 @@ def main(argv=None):
 
     # Data: unbatched {"image", "boxes" (xyxy pixels), "classes"} splits; training batches carry the
     # head's targets (heatmap peaks and edge distances), encoded inside tf.data.
-    data = detection_data.load(args.data, data_dir=args.data_dir, image_size=args.image_size)
+    data = detection_data.load(args.data, data_dir=args.data_dir, image_size=args.image_size,
+                               **recipe.split_fractions(args))  # fmt: skip
     num_classes = len(data.class_names)
     encode = detection.target_encoder(data.image_shape, num_classes)
     augment = detection_data.augmentation(args.augment, data.image_shape[0], seed=args.seed)
@@ -57,6 +60,12 @@ def main(argv=None):
         training.load_backbone_weights(backbone, args.backbone_weights)
     steps = args.epochs * math.ceil(data.sizes["train"] / args.batch_size)
     detection.compile(model, args.learning_rate, steps)
+    # Say so, once, when splits are tiny or images hold more objects than training or the detector keeps.
+    recipe.check_splits(data)
+    recipe.check_max_objects(data, args.max_objects)
+    recipe.warn_crowded(data.object_counts("test"), args.max_detections, "test",
+                        f"the detector keeps at most {args.max_detections} boxes, so their recall stays below 1",
+                        "--max-detections")  # fmt: skip
 
     with recipe.run_folder(args) as run:
         history, seconds = training.fit(
@@ -75,6 +84,7 @@ def main(argv=None):
 
         report.plot_detections(test_images, outputs, ground_truth, data.class_names, run.file("detections.png"))
         write_labels(run.path, data.class_names)
+        intensity.save(data.intensity, run.path)  # 16-bit data: the scaling rule predict applies
         per_class = detection.score(outputs, labels, num_classes)["per_class_ap"]
         result = recipe.conclude(
             run,

@@ -17,12 +17,14 @@ import numpy as np
 
 from toolkit import recipe, tasks, training
 from toolkit.data import detection as detection_data
+from toolkit.data import intensity
 from toolkit.errors import ToolkitError
 from toolkit.export import pipeline, report
 from toolkit.runs import BACKBONE_WEIGHTS_FILE, write_labels
 from toolkit.tasks import multitask
 
 DEFAULTS = dict(data="scenes", backbone="resnet", epochs=8, batch_size=32, learning_rate=3e-3, patience=4)
+MAX_DETECTIONS = 100  # boxes the exported model returns per image
 
 
 def head_weights(text):
@@ -48,6 +50,7 @@ def parse_args(argv=None):
                    help="loss weight per head (others weigh 1), e.g. detection=1,segmentation=0.5")  # fmt: skip
     recipe.add_pyramid_options(p, "none, flip or flip_scale")
     p.add_argument("--max-objects", type=recipe.positive_int, default=16)
+    recipe.add_split_options(p)
     args = p.parse_args(argv)
     args.heads = multitask.check_heads(h.strip() for h in args.heads.split(",") if h.strip())
     args.head_weights = head_weights(args.head_weights)
@@ -61,7 +64,8 @@ def main(argv=None):
     options = recipe.backbone_options(args.backbone_option, args.backbone)
 
     # Data: detection splits that also carry class masks; targets for every head encoded in tf.data.
-    data = detection_data.load(args.data, data_dir=args.data_dir, image_size=args.image_size)
+    data = detection_data.load(args.data, data_dir=args.data_dir, image_size=args.image_size,
+                               **recipe.split_fractions(args))  # fmt: skip
     num_classes = len(data.class_names)
     encode = multitask.target_encoder(data.image_shape, num_classes, args.heads)
     augment = detection_data.augmentation(args.augment, data.image_shape[0], seed=args.seed)
@@ -75,6 +79,12 @@ def main(argv=None):
         training.load_backbone_weights(backbone, args.backbone_weights)
     steps = args.epochs * math.ceil(data.sizes["train"] / args.batch_size)
     multitask.compile(model, args.learning_rate, steps, head_weights=args.head_weights)
+    recipe.check_splits(data)  # and, below, images with more objects than training or the detector keeps
+    if {"detection", "classification"} & set(args.heads):
+        recipe.check_max_objects(data, args.max_objects)
+    if "detection" in args.heads:
+        recipe.warn_crowded(data.object_counts("test"), MAX_DETECTIONS, "test",
+                            f"the detector keeps at most {MAX_DETECTIONS} boxes, so their recall stays below 1")  # fmt: skip
 
     with recipe.run_folder(args) as run:
         history, seconds = training.fit(
@@ -82,7 +92,7 @@ def main(argv=None):
         )
         backbone.save_weights(run.file(BACKBONE_WEIGHTS_FILE))
 
-        exported = multitask.inference_model(model)
+        exported = multitask.inference_model(model, MAX_DETECTIONS)
         test_images, ground_truth = data.ground_truth("test")
         masks = np.stack([e["segmentation_mask"][..., 0] for e in data.test.as_numpy_iterator()]) \
             if "segmentation" in args.heads else None  # fmt: skip
@@ -98,6 +108,7 @@ def main(argv=None):
             report.plot_segmentation(test_images, outputs["class_map"], masks, ["background", *data.class_names],
                                      run.file("segmentation.png"))  # fmt: skip
         write_labels(run.path, data.class_names)
+        intensity.save(data.intensity, run.path)  # 16-bit data: the scaling rule predict applies
         result = recipe.conclude(
             run,
             "multitask",

@@ -16,6 +16,7 @@ import math
 import keras
 
 from toolkit import recipe, tasks, training
+from toolkit.data import intensity
 from toolkit.data import segmentation as segmentation_data
 from toolkit.export import pipeline, report
 from toolkit.runs import BACKBONE_WEIGHTS_FILE, write_labels
@@ -29,6 +30,7 @@ def parse_args(argv=None):
     p = recipe.parser("segmentation", __doc__.splitlines()[0], **DEFAULTS)
     recipe.add_pyramid_options(p, "none or flip")
     p.add_argument("--dice-weight", type=float, default=1.0, help="weight of the Dice term beside cross-entropy")
+    recipe.add_split_options(p)
     args = p.parse_args(argv)
     return recipe.pyramid_defaults(args)
 
@@ -41,7 +43,8 @@ def main(argv=None):
     segmentation.check_size((args.image_size, args.image_size) if args.image_size else (32, 32))
 
     # Data: unbatched {"image", "mask"} splits -> (float pixels, int class maps) batches.
-    data = segmentation_data.load(args.data, data_dir=args.data_dir, image_size=args.image_size)
+    data = segmentation_data.load(args.data, data_dir=args.data_dir, image_size=args.image_size,
+                                  **recipe.split_fractions(args))  # fmt: skip
     num_classes = len(data.class_names)
     train = segmentation_data.batches(data.train, args.batch_size, True, args.augment, args.seed)
     validation = segmentation_data.batches(data.validation, args.batch_size)
@@ -54,6 +57,7 @@ def main(argv=None):
         training.load_backbone_weights(backbone, args.backbone_weights)
     steps = args.epochs * math.ceil(data.sizes["train"] / args.batch_size)
     segmentation.compile(model, args.learning_rate, steps, dice_weight=args.dice_weight)
+    recipe.check_splits(data)  # warns when validation or test is too small to mean much
 
     with recipe.run_folder(args) as run:
         history, seconds = training.fit(
@@ -71,6 +75,7 @@ def main(argv=None):
 
         report.plot_segmentation(test_images, outputs, test_masks, data.class_names, run.file("segmentation.png"))
         write_labels(run.path, data.class_names)
+        intensity.save(data.intensity, run.path)  # 16-bit data: the scaling rule predict applies
         per_class = segmentation.score(outputs, test_masks, num_classes)["per_class_iou"]
         result = recipe.conclude(
             run,

@@ -59,6 +59,20 @@ cli("predict a missing image", ["predict", "classification", f"{F}/nope.png", "-
     "--format", "keras"], "nope.png: no such image file")  # fmt: skip
 cli("predict a corrupt image", ["predict", "classification", f"{F}/corrupt/b/noise.jpg", "--run", f"{O}/classification",
     "--format", "keras"], "noise.jpg", "not a readable image")  # fmt: skip
+cli("TIFF with 4 channels", [*CLS, "--data", f"folder:{F}/tiff_four"], "four.tif", "4 channels", "1 (grey) or 3")
+cli("TIFF with 2 channels", [*CLS, "--data", f"folder:{F}/tiff_two"], "two.tif", "2 channels")
+cli("32-bit float TIFF", [*CLS, "--data", f"folder:{F}/tiff_float"], "float.tif", "float32", "8- and 16-bit")
+cli("truncated TIFF", [*CLS, "--data", f"folder:{F}/tiff_cut"], "cut.tif", "not a readable image")
+cli("folder mixing 8- and 16-bit images", [*CLS, "--data", f"folder:{F}/mixed_depth"], "deep.png is a 16-bit image",
+    ".png is 8-bit", "one bit depth")  # fmt: skip
+cli("predict a 16-bit image without a rule", ["predict", "classification", f"{F}/mixed_depth/b/deep.png", "--run",
+    f"{O}/classification", "--format", "keras"], "deep.png: a 16-bit image", "intensity.json")  # fmt: skip
+api("intensity.json that is not JSON", lambda: _intensity_file("{low: 3"), "intensity.json",
+    "not a valid intensity rule")  # fmt: skip
+api("intensity.json with high below low", lambda: _intensity_file('{"kind": "percentile", "low": 9, "high": 2}'),
+    "intensity.json", "high 2 must exceed low 9")  # fmt: skip
+api("intensity.json of another kind", lambda: _intensity_file('{"kind": "gamma", "low": 0, "high": 1}'),
+    "intensity.json", "not a valid intensity rule")  # fmt: skip
 
 # Text
 cli("empty text", [*SENT, "--data", f"csv:{F}/empty_text.csv"], "empty_text.csv line 3", "empty")
@@ -69,6 +83,18 @@ cli("label not in class names", [*SENT, "--data", f"csv:{F}/good.csv", "--class-
 cli("malformed JSONL", [*SENT, "--data", f"jsonl:{F}/broken.jsonl"], "broken.jsonl line 2", "not JSON")
 cli("text file without rows", [*SENT, "--data", f"csv:{F}/header_only.csv"], "header_only.csv: no rows")
 cli("text labels of one class", [*SENT, "--data", f"csv:{F}/one_label.csv"], "at least 2 classes")
+api("export_model with an unknown task", lambda: _export(task="detector"), "unknown task 'detector'", "detection")
+api("export_model with a decoder", lambda: _export(task="translation"), "translation is a decoder", "toolkit run")
+api("export_model with test not (inputs, labels)", lambda: _export(test=np.zeros((4, 8))), "test must be (inputs")
+api("export_model with an empty test split", lambda: _export(test=(np.zeros((0, 8)), np.zeros(0))), "no inputs")
+api("export_model without calibration", lambda: _export(calibration=None), "calibration")
+cli("predict with a decoder run", ["predict", "translation", "hello"], "use `toolkit translate`")
+cli("predict a folder without images", ["predict", "classification", f"{O}", "--run", f"{O}/classification"],
+    "holds no images")  # fmt: skip
+cli("predict a glob that matches nothing", ["predict", "classification", f"{F}/nothing*.png", "--run",
+    f"{O}/classification"], "nothing*.png: no file matches")  # fmt: skip
+cli("predict texts from a missing file", ["predict", "sentiment", "--file", f"{F}/no_texts.txt", "--run",
+    f"{O}/sentiment"], "no_texts.txt: no such text file")  # fmt: skip
 api("empty text to predict", lambda: _text().check_text("   ", "text 2"), "text 2: the text is empty")
 api("non-UTF-8 bytes to predict", lambda: _text().check_text(b"ok \xff", "text 1"), "not valid UTF-8", "0xff")
 
@@ -91,6 +117,16 @@ cli("box outside its image", [*DET, "--data", f"coco:{F}/coco/outside.json"], "o
 cli("box of an unknown category", [*DET, "--data", f"coco:{F}/coco/category.json"], "category.json",
     "annotation id 1 has category id 99")  # fmt: skip
 cli("COCO file that is not JSON", [*DET, "--data", f"coco:{F}/coco/broken.json"], "broken.json: not valid JSON")
+cli("COCO split files sharing an image", [*DET, "--data", f"coco:{F}/coco/good.json,val={F}/coco/val_shared.json"],
+    "image img3.png", "train file", "good.json", "validation file", "val_shared.json")  # fmt: skip
+cli("COCO split files with other categories", [*DET, "--data",
+    f"coco:{F}/coco/good.json,test={F}/coco/test_categories.json"], "categories differ", "good.json",
+    "test_categories.json", "id 1 is 'sock' in the first and 'shoe'")  # fmt: skip
+cli("missing COCO split file", [*DET, "--data", f"coco:{F}/coco/good.json,test={F}/coco/nowhere.json"],
+    "nowhere.json does not exist")  # fmt: skip
+cli("split fraction outside [0, 1)", [*DET, "--test-fraction", "1.5"], "--test-fraction", "[0, 1)", "'1.5'")
+cli("split fractions summing to 1", [*CLS, "--validation-fraction", "0.5", "--test-fraction", "0.5"],
+    "--validation-fraction 0.5 and --test-fraction 0.5 sum to 1 or more")  # fmt: skip
 cli("mask of the wrong size", [*SEG, "--data", f"folder:{F}/seg_size"], "007.png", "mask is 16x16",
     "image is 32x32")  # fmt: skip
 cli("image without its mask", [*SEG, "--data", f"folder:{F}/seg_missing"], "007.png does not exist")
@@ -148,6 +184,22 @@ def _images():
     return images
 
 
+def _export(task="classification", test=(np.zeros((4, 8)), np.zeros(4)), calibration=np.zeros((4, 8))):
+    from toolkit.export.api import export_model
+
+    return export_model(None, "never_written", task=task, test=test, calibration=calibration)
+
+
+def _intensity_file(text):
+    import tempfile
+
+    from toolkit.data import intensity
+
+    folder = tempfile.mkdtemp(prefix="run-")
+    _write(f"{folder}/intensity.json", text)
+    return intensity.load(folder)
+
+
 def _text():
     from toolkit.data import texts as text
 
@@ -200,6 +252,7 @@ def files(tmp_path_factory):
     _write(f"{f}/truncated/b/cut.png", ok[: len(ok) // 2])
     _write(f"{f}/corrupt/b/noise.jpg", np.random.default_rng(1).bytes(500))
     _write(f"{f}/empty_file/b/empty.png", b"")
+    _tiffs(f)
     _png(f"{f}/one_class/a/1.png")
     os.makedirs(f"{f}/no_images/a"), os.makedirs(f"{f}/no_images/b")
     rows = "".join(
@@ -240,9 +293,36 @@ def files(tmp_path_factory):
     return f
 
 
+def _tiffs(f):
+    """Folders of good 8-bit PNGs plus one bad image each: TIFFs with 4 or 2 channels, float pixels or cut
+    short, and a 16-bit PNG among the 8-bit ones."""
+    import tensorflow as tf
+    import tifffile
+
+    bad = {
+        "tiff_four": ("four.tif", np.zeros((12, 12, 4), np.uint8), {"photometric": "rgb"}),
+        "tiff_two": ("two.tif", np.zeros((12, 12, 2), np.uint8), {"photometric": "minisblack",
+                                                                  "planarconfig": "contig"}),
+        "tiff_float": ("float.tif", np.zeros((12, 12), np.float32), {}),
+        "tiff_cut": ("cut.tif", np.arange(144, dtype=np.uint16).reshape(12, 12), {}),
+    }
+    for folder, (name, pixels, options) in bad.items():
+        for c in ("a", "b"):
+            for i in range(16):
+                _png(f"{f}/{folder}/{c}/{c}{i}.png")
+        tifffile.imwrite(f"{f}/{folder}/b/{name}", pixels, **options)
+    whole = open(f"{f}/tiff_cut/b/cut.tif", "rb").read()
+    _write(f"{f}/tiff_cut/b/cut.tif", whole[: len(whole) // 2])
+    for c in ("a", "b"):
+        for i in range(16):
+            _png(f"{f}/mixed_depth/{c}/{c}{i}.png")
+    tf.io.write_file(f"{f}/mixed_depth/b/deep.png", tf.io.encode_png(np.full((12, 12, 1), 4000, np.uint16)))
+
+
 def _coco(folder):
     """outside.json: annotation 1's box lies right of its 40x30 image; category.json: annotation 1 has
-    category 99; broken.json: cut short."""
+    category 99; broken.json: cut short; good.json: all 12 images, val_shared.json: images 3 and 4 again,
+    test_categories.json: category 1 named otherwise."""
     for i in range(12):
         _png(f"{folder}/img{i}.png", (30, 40))
     good = {
@@ -257,6 +337,10 @@ def _coco(folder):
     _write(f"{folder}/outside.json", json.dumps(outside))
     _write(f"{folder}/category.json", json.dumps(category))
     _write(f"{folder}/broken.json", json.dumps(good)[:40])
+    _write(f"{folder}/good.json", json.dumps(good))
+    shared = dict(good, images=good["images"][3:5], annotations=good["annotations"][3:5])
+    _write(f"{folder}/val_shared.json", json.dumps(shared))
+    _write(f"{folder}/test_categories.json", json.dumps(dict(shared, categories=[{"id": 1, "name": "shoe"}])))
 
 
 @pytest.fixture(scope="module")

@@ -49,3 +49,17 @@ def test_a_floor_fails_the_command_and_bad_arguments_are_named(karate_run, tmp_p
     _fails_with(run_cli("benchmark", str(karate_run), "--threads", "0"), "--threads")
     _fails_with(run_cli("benchmark", str(tmp_path)), "report.json not found")
     _fails_with(run_cli("benchmark"), "needs a run folder")
+
+
+@pytest.mark.slow
+def test_predict_classifies_the_runs_own_graph_nodes(karate_run):
+    done = run_cli("predict", "node_classification", "0", "33", "--run", str(karate_run), "--json")
+    assert done.returncode == 0, done.stderr[-2000:]
+    found = [json.loads(line) for line in done.stdout.splitlines()]
+    classes = set((karate_run / "labels.txt").read_text().splitlines())
+    assert [r["input"] for r in found] == ["0", "33"]
+    for record in found:
+        assert record["predictions"][0]["label"] in classes and 0.5 <= record["predictions"][0]["probability"] <= 1
+    every = run_cli("predict", "node_classification", "--run", str(karate_run))
+    assert every.returncode == 0 and len(every.stdout.splitlines()) == 34
+    _fails_with(run_cli("predict", "node_classification", "34", "--run", str(karate_run)), "nodes 0..33")

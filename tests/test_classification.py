@@ -63,6 +63,17 @@ def test_predict_reads_the_users_images(finished_run, fashion_small, tmp_path):
     correct = sum(r[1] == fashion_mnist.CLASS_NAMES[label] for r, label in zip(rows, test_labels[:20]))
     assert correct >= 12
     assert all(0 < float(r[2]) <= 1 for r in rows)
+    # a folder, a glob and paths on stdin are the same inputs; --json gives one object per image
+    by_folder = run_cli("predict", "classification", str(tmp_path), "--run", str(finished_run), "--json")
+    assert by_folder.returncode == 0, by_folder.stderr
+    records = [json.loads(line) for line in by_folder.stdout.splitlines()]
+    assert sorted(r["input"] for r in records) == sorted(files)
+    by_name = {r["input"]: r["predictions"][0]["label"] for r in records}
+    assert all(by_name[r[0]] == r[1] for r in rows)
+    by_glob = run_cli("predict", "classification", str(tmp_path / "item1*.png"), "--run", str(finished_run))
+    assert len(by_glob.stdout.splitlines()) == 11  # item1, item10..item19
+    by_stdin = run_cli("predict", "classification", "-", "--run", str(finished_run), input="\n".join(files[:3]))
+    assert [line.split("\t")[0] for line in by_stdin.stdout.splitlines()] == files[:3]
     corrupt = tmp_path / "corrupt.png"
     corrupt.write_bytes(open(files[0], "rb").read()[:40])
     done = run_cli("predict", "classification", str(corrupt), "--run", str(finished_run))

@@ -47,3 +47,9 @@ def test_predict_without_a_run_is_a_clear_error(tmp_path, fmt):
     image = tmp_path / "x.png"
     image.write_bytes(b"")
     _fails_with(run_cli("predict", "classification", str(image), "--run", str(tmp_path), "--format", fmt), "labels.txt")
+
+
+def test_every_single_pass_task_has_a_predictor():
+    from toolkit import predict, tasks
+
+    assert set(predict.PREDICTORS) == {n for n in tasks.names() if not tasks.get(n).is_decoder}

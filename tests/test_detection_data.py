@@ -253,6 +253,170 @@ def test_crowd_annotations_are_skipped(tmp_path):
     assert sorted(counts) == [0, 2, 2, 2, 2, 2]
 
 
+def _write_split_files(folder, splits, mutate=None, crowded=(4,)):
+    """COCO split files over one folder of 20 images: splits maps a json name to the image indices it
+    holds. Each image has 2 objects, image 2 none and the `crowded` ones 5. mutate(name, coco) may
+    change one file."""
+
+    def add(coco):
+        coco["annotations"] += [{"id": 500 + 10 * i + k, "image_id": 100 + i, "category_id": 7,
+                                 "bbox": [1 + 5 * k, 1, 4, 4]} for i in crowded for k in range(3)]  # fmt: skip
+
+    whole = json.loads(open(_write_coco(folder, add, sizes=((40, 30),) * 20)).read())
+    paths = {}
+    for name, indices in splits.items():
+        ids = {100 + i for i in indices}
+        coco = {
+            "images": [e for e in whole["images"] if e["id"] in ids],
+            "annotations": [a for a in whole["annotations"] if a["image_id"] in ids],
+            "categories": list(whole["categories"]),
+        }
+        if mutate:
+            mutate(name, coco)
+        paths[name] = folder / f"{name}.json"
+        paths[name].write_text(json.dumps(coco))
+    return paths
+
+
+def _pixels_of(data, split):
+    return {image.tobytes() for image in data.ground_truth(split)[0]}
+
+
+def test_coco_split_files_load_as_given_without_carving(tmp_path):
+    from PIL import Image
+
+    paths = _write_split_files(tmp_path, {"train": range(12), "val": range(12, 16), "test": range(16, 20)})
+    data = detection.load(f"coco:{paths['train']},val={paths['val']},test={paths['test']},images={tmp_path}")
+    assert data.sizes == {"train": 12, "validation": 4, "test": 4}  # nothing carved from train
+    assert data.source == f"coco:{paths['train']},val={paths['val']},test={paths['test']}"
+    image = lambda i: np.asarray(Image.open(tmp_path / f"img{i}.png"))[..., None].tobytes()
+    assert _pixels_of(data, "validation") == {image(i) for i in range(12, 16)}
+    assert _pixels_of(data, "test") == {image(i) for i in range(16, 20)}
+    assert data.class_names == ["cat", "dog"]
+    counts = {i: 0 if i == 2 else 5 if i == 4 else 2 for i in range(12)}
+    assert sorted(data.object_counts("train")) == sorted(counts.values())
+    np.testing.assert_array_equal(data.object_counts("test"), [2, 2, 2, 2])
+    assert [len(t["classes"]) for t in data.ground_truth("train")[1]] == list(data.object_counts("train"))
+
+    # Only a test file: validation is carved from train, the test split is the file's.
+    only_test = detection.load(f"coco:{paths['train']},test={paths['test']}", validation_fraction=0.25)
+    assert only_test.sizes == {"train": 9, "validation": 3, "test": 4}
+    assert _pixels_of(only_test, "test") == {image(i) for i in range(16, 20)}
+    assert not _pixels_of(only_test, "validation") & _pixels_of(only_test, "train")
+    # Only a validation file: the test split is carved, with --test-fraction's share.
+    only_val = detection.load(f"coco:{paths['train']},val={paths['val']}", test_fraction=0.5)
+    assert only_val.sizes == {"train": 6, "validation": 4, "test": 6}
+    # One file, as before: all three carved, the same way as the single-json form always did.
+    single = detection.load(f"coco:{paths['train']}", validation_fraction=0.25, test_fraction=0.25)
+    assert single.sizes == {"train": 6, "validation": 3, "test": 3}
+
+
+@pytest.mark.parametrize(
+    "splits, mutate, source, message",
+    [
+        ({"train": range(12), "val": range(10, 14)}, None, "{train},val={val}",
+         r"image img1[01].png is in the train file .*train.json and the validation file .*val.json"),
+        ({"train": range(12), "test": range(12, 16)},
+         lambda name, coco: name == "test" and coco["categories"][0].update(name="hound"),
+         "{train},test={test}",
+         r"categories differ between .*train.json and .*test.json: id 7 is 'dog' in the first and 'hound'"),
+        ({"train": range(12), "val": range(12, 16)},
+         lambda name, coco: name == "val" and coco["categories"].append({"id": 9, "name": "bird"}),
+         "{train},val={val}", r"differ between .*train.json and .*val.json: id 9 is missing in the first and 'bird'"),
+        ({"train": range(12)}, None, "{train},val={train}.missing", r"COCO annotation file .*missing does not exist"),
+        ({"train": range(12)}, None, "{train},valid=x.json", r"cannot read 'valid=x.json'; use coco:TRAIN.json"),
+        ({"train": range(12)}, None, "val=x.json", "no training file"),
+    ],
+)  # fmt: skip
+def test_coco_split_files_that_disagree_are_refused(tmp_path, splits, mutate, source, message):
+    paths = _write_split_files(tmp_path, splits, mutate)
+    with pytest.raises(ToolkitError, match=message):
+        detection.load("coco:" + source.format(**paths))
+
+
+def test_split_fractions_change_the_split_sizes(tmp_path):
+    from recipes import classification, detection as detection_recipe
+    from toolkit import recipe
+
+    paths = _write_split_files(tmp_path, {"train": range(20)})
+    args = detection_recipe.parse_args(["--validation-fraction", "0.3", "--test-fraction", "0.2"])
+    data = detection.load(f"coco:{paths['train']}", **recipe.split_fractions(args))
+    assert data.sizes == {"train": 10, "validation": 6, "test": 4}
+    defaults = detection.load(f"coco:{paths['train']}", **recipe.split_fractions(detection_recipe.parse_args([])))
+    assert defaults.sizes == {"train": 16, "validation": 2, "test": 2}
+    images = np.zeros((20, 8, 8, 1), np.uint8)
+    arrays = detection.from_arrays(images, [np.zeros((0, 4))] * 20, [np.zeros(0, int)] * 20, ["a"], 0.45, 0.05)
+    assert arrays.sizes == {"train": 10, "validation": 9, "test": 1}
+    for argv, message in [
+        (["--test-fraction", "1"], r"--test-fraction: expected a fraction in \[0, 1\), got '1'"),
+        (["--validation-fraction", "-0.1"], "--validation-fraction: expected a fraction"),
+        (["--validation-fraction", "nan"], "--validation-fraction: expected a fraction"),
+    ]:
+        with pytest.raises(ToolkitError, match=message):
+            classification.parse_args(argv)
+    with pytest.raises(ToolkitError, match="--validation-fraction 0.6 and --test-fraction 0.4 sum to 1 or more"):
+        recipe.split_fractions(classification.parse_args(["--validation-fraction", "0.6", "--test-fraction", "0.4"]))
+    with pytest.raises(ToolkitError, match=r"validation and test fractions \(0.5 \+ 0.5\) sum to 1 or more"):
+        detection.load(f"coco:{paths['train']}", validation_fraction=0.5, test_fraction=0.5)
+    with pytest.raises(ToolkitError, match=r"the test fraction must lie in \[0, 1\), got 1.5"):
+        detection.from_arrays(images, [np.zeros((0, 4))] * 20, [np.zeros(0, int)] * 20, ["a"], 0.1, 1.5)
+
+
+def test_tiny_and_crowded_splits_are_said_once(tmp_path, capsys):
+    from toolkit import recipe
+
+    paths = _write_split_files(tmp_path, {"train": range(16), "val": range(16, 18), "test": range(18, 19)})
+    data = detection.load(f"coco:{paths['train']},val={paths['val']},test={paths['test']}")
+    recipe.check_splits(data)
+    recipe.check_max_objects(data, 2)
+    recipe.check_max_objects(data, 5)  # nothing cut at 5: nothing said
+    recipe.warn_crowded(data.object_counts("test"), 1, "test", "recall stays below 1", "--max-detections")
+    lines = capsys.readouterr().err.splitlines()
+    assert lines == [
+        "warning: the validation split holds 2 images: its figures mean little; "
+        "pass --validation-fraction or a validation file",
+        "warning: the test split holds 1 image: its figures mean little; pass --test-fraction or a test file",
+        "warning: 1 training/validation image holds more than 2 objects (up to 5): only the first 2 of each are "
+        "trained on; pass --max-objects 5",
+        "warning: 1 test image holds more than 1 objects (up to 2): recall stays below 1; pass --max-detections 2",
+    ]
+    with pytest.raises(ToolkitError, match="train.json: the test split is empty"):
+        detection.load(f"coco:{paths['train']}", validation_fraction=0.5, test_fraction=0.0)
+    images = np.zeros((20, 8, 8, 1), np.uint8)
+    empty = detection.from_arrays(images, [np.zeros((0, 4))] * 20, [np.zeros(0, int)] * 20, ["a"], 0.5, 0)
+    with pytest.raises(ToolkitError, match="the test split is empty: pass --test-fraction above 0 or a test file"):
+        recipe.check_splits(empty)
+
+
+def test_the_detection_recipe_says_so_once_before_training(tmp_path, monkeypatch, capsys):
+    """The recipe itself holds its data against --max-objects and --max-detections, once, before fit."""
+    from recipes import detection as detection_recipe
+    from toolkit import recipe
+
+    class Stop(Exception):
+        pass
+
+    def stop(args):
+        raise Stop
+
+    monkeypatch.setattr(recipe, "run_folder", stop)
+    paths = _write_split_files(tmp_path, {"train": range(14), "val": range(14, 17), "test": [18]}, crowded=(4, 18))
+    argv = ["--data", f"coco:{paths['train']},val={paths['val']},test={paths['test']}", "--image-size", "64",
+            "--max-objects", "3", "--max-detections", "4", "--backbone", "edgenet", "--output", str(tmp_path / "o")]
+    with pytest.raises(Stop):
+        detection_recipe.main(argv)
+    err = [line for line in capsys.readouterr().err.splitlines() if line.startswith("warning: ")]
+    assert err == [
+        "warning: the validation split holds 3 images: its figures mean little; "
+        "pass --validation-fraction or a validation file",
+        "warning: the test split holds 1 image: its figures mean little; pass --test-fraction or a test file",
+        "warning: 1 training/validation image holds more than 3 objects (up to 5): only the first 3 of each are "
+        "trained on; pass --max-objects 5",
+        "warning: 1 test image holds more than 4 objects (up to 5): the detector keeps at most 4 boxes, so their "
+        "recall stays below 1; pass --max-detections 5",
+    ]
+
+
 def test_tfds_detection_dataset_not_prepared_says_how(tmp_path):
     with pytest.raises(ToolkitError, match="'voc' is not prepared.*tfds build voc"):
         detection.load("tfds:voc", data_dir=str(tmp_path))

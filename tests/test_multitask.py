@@ -1,9 +1,12 @@
 """Multi-task: one backbone feeding detection, segmentation and presence heads, one LiteRT file with every output."""
 
+import json
+import os
+
 import numpy as np
 import pytest
 
-from tests.conftest import SEED, margin, run_pyramid_recipe, tiny_scenes
+from tests.conftest import SEED, margin, run_cli, run_pyramid_recipe, tiny_scenes
 from toolkit.errors import ToolkitError
 from toolkit.tasks import multitask
 
@@ -145,6 +148,25 @@ def test_recipe_from_the_command_line(tmp_path):
     assert report["formats"]["tflite_fp32"]["miou"] == pytest.approx(report["formats"]["keras"]["miou"], abs=2e-3)
     for name in ("model.keras", "model_fp32.tflite", "model_int8.tflite", "detections.png", "segmentation.png"):
         assert (run / name).is_file(), name
+    # `toolkit predict multitask` on a folder of the user's images: one JSON object per image, every head
+    from PIL import Image
+
+    images = tiny_scenes(2, 3)[0]
+    for i, image in enumerate(images):
+        Image.fromarray(image[..., 0].astype("uint8")).save(tmp_path / f"scene{i}.png")
+    done = run_cli("predict", "multitask", str(tmp_path), "--run", str(run), "--format", "tflite_fp32", "--json")
+    assert done.returncode == 0, done.stderr[-3000:]
+    found = [json.loads(line) for line in done.stdout.splitlines()]
+    assert [r["input"] for r in found] == [str(tmp_path / f"scene{i}.png") for i in range(2)]
+    for record in found:
+        heads = {p["head"] for p in record["predictions"]}
+        assert {"segmentation", "classification"} <= heads, record  # detection rows only above --min score
+        presence = [p for p in record["predictions"] if p["head"] == "classification"]
+        assert len(presence) == len((run / "labels.txt").read_text().splitlines())
+        assert all(0 <= p["value"] <= 1 for p in presence)
+        stem = os.path.basename(record["input"])[: -len(".png")]
+        wrote = sorted(os.path.basename(w) for w in record["wrote"])
+        assert wrote == [f"{stem}.detections.png", f"{stem}.segmentation.png"]
 
 
 def test_a_one_head_model_exports_and_is_scored_in_every_format(tmp_path):

@@ -1,6 +1,7 @@
 """`toolkit`: backbones, run, predict. Errors are one line on stderr and a non-zero exit."""
 
 import importlib
+import json
 import os
 import sys
 
@@ -18,10 +19,12 @@ commands:
   run RECIPE [options]                        train, export and verify a recipe (toolkit run RECIPE --help);
                                               a re-run continues an interrupted one (--resume, --restart)
   train RECIPE [options]                      the same as run
-  predict classification IMAGE... [--run DIR] [--format F] [--unsafe-load]
-  predict sentiment "TEXT"... [--run DIR] [--format F]   predict with a finished run
-  predict detection IMAGE... [--run DIR] [--format F]    boxes, drawn to IMAGE.detections.png
-  predict segmentation IMAGE... [--run DIR] [--format F] class map, to IMAGE.segmentation.png
+  predict classification IMAGE|FOLDER|GLOB|-... [--run DIR] [--format F] [--json] [--unsafe-load]
+  predict sentiment "TEXT"... | --file TEXTS | - [--run DIR] [--format F] [--json]
+  predict detection IMAGE...                  boxes, drawn to IMAGE.detections.png
+  predict segmentation IMAGE...               class map, to IMAGE.segmentation.png
+  predict multitask IMAGE...                  every head of a multi-task run, from its one file
+  predict node_classification [NODE...]       classes of the run's graph's nodes (default: every node)
   generate "PROMPT" [--max-tokens N] [--sampler greedy|top_k|top_p|temperature|beam] [--run DIR]
                                               stream a language model's continuation (generation run)
   translate "TEXT"... [--sampler greedy|beam] [--run DIR]   translate with a translation run
@@ -72,32 +75,40 @@ def cmd_run(argv):
 
 
 UNSAFE_HELP = "load a .keras file that carries Python code (Lambda layers): only files you trust"
-PREDICT = {
-    # recipe: (what the inputs are, default format, function name in toolkit.predict)
-    "classification": ("image files", "tflite_int8", "predict_classification"),
-    "sentiment": ("texts (quote each one)", "tflite_dynamic", "predict_sentiment"),
-    "detection": ("image files (each drawn to FILE.detections.png)", "tflite_int8", "predict_detection"),
-    "segmentation": ("image files (each class map written to FILE.segmentation.png)", "tflite_int8",
-                     "predict_segmentation"),
-}
+PROGRESS_CHUNK = 256  # inputs per predictor call on long inputs, with a progress line on stderr after each
 
 
 def cmd_predict(argv):
     if not argv or argv[0].startswith("-"):
-        raise ToolkitError(f"toolkit predict needs a recipe: {', '.join(PREDICT)}")
-    name = choose("recipe", argv[0], PREDICT)
-    what, default_format, function = PREDICT[name]
-    p = ArgumentParser(prog=f"toolkit predict {name}")
-    p.add_argument("inputs", nargs="+", help=what)
-    p.add_argument("--run", default=os.path.join("saved_models", name), help="run folder")
-    p.add_argument("--format", default=default_format, help="keras, tflite_fp32, tflite_dynamic or tflite_int8")
-    p.add_argument("--unsafe-load", action="store_true", help=UNSAFE_HELP)
-    args = p.parse_args(argv[1:])
+        raise ToolkitError(f"toolkit predict needs a recipe: {', '.join(_recipes())}")
+    name = choose("recipe", argv[0], _recipes())
     from toolkit import predict
 
-    found = getattr(predict, function)(args.run, args.inputs, args.format, allow_unsafe=args.unsafe_load)
-    for row in found:
-        print("\t".join(f"{v:.3f}" if isinstance(v, float) else str(v) for v in row))
+    task, predictor = predict.predictor_for(name)
+    p = ArgumentParser(prog=f"toolkit predict {name}")
+    p.add_argument("inputs", nargs="+" if predictor.inputs == "images" else "*",
+                   help=f"{predictor.help}; - reads stdin")  # fmt: skip
+    p.add_argument("--run", default=os.path.join("saved_models", name), help="run folder")
+    p.add_argument("--format", default=predictor.default_format,
+                   help="keras, tflite_fp32, tflite_dynamic or tflite_int8")  # fmt: skip
+    if predictor.inputs == "texts":
+        p.add_argument("--file", help="a UTF-8 text file: one text per line")
+    p.add_argument("--json", action="store_true", help="one JSON object per input on stdout")
+    p.add_argument("--unsafe-load", action="store_true", help=UNSAFE_HELP)
+    args = p.parse_args(argv[1:])
+    inputs = predict.expand_inputs(predictor.inputs, args.inputs, getattr(args, "file", None))
+    chunks = [inputs[i : i + PROGRESS_CHUNK] for i in range(0, len(inputs), PROGRESS_CHUNK)] or [inputs]
+    for done, chunk in enumerate(chunks, 1):
+        rows = predictor.function(args.run, chunk, args.format, allow_unsafe=args.unsafe_load)
+        if args.json:
+            for record in predict.records(rows, predictor):
+                print(json.dumps(record, ensure_ascii=False))
+        else:
+            for row in rows:
+                print("\t".join(f"{v:.3f}" if isinstance(v, float) else str(v) for v in row))
+        if len(chunks) > 1:
+            sys.stdout.flush()
+            print(f"predicted {min(done * PROGRESS_CHUNK, len(inputs))}/{len(inputs)}", file=sys.stderr, flush=True)
     return 0
 
 

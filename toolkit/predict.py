@@ -1,7 +1,18 @@
-"""Predictions from a finished run folder, on the user's own files, with any exported format."""
+"""Predictions from a finished run folder, on the user's own files, with any exported format.
 
+Each single-pass task has one predictor here (`PREDICTORS`, keyed by the registered task name, checked
+against `toolkit.tasks` on use): what its inputs are (image files, texts, graph nodes), its default
+format and the names of a prediction's fields. A predictor returns rows: (input, *fields) per
+prediction, and (input, "wrote PATH") for a file it wrote. `toolkit predict` prints them tab-separated
+or, with --json, as one JSON object per input (`records`). Decoders (translation, generation) decode
+with `toolkit translate` and `toolkit generate`.
+"""
+
+import dataclasses
+import glob
 import io
 import os
+import sys
 
 import numpy as np
 
@@ -32,15 +43,31 @@ def load_run_model(run_dir, fmt, allow_unsafe=False):
     return runtime, tuple(int(d) for d in shape[1:])
 
 
-def read_image(path, shape):
-    """Reads one image file as uint8 at the model's size and channel count; a bad file is named."""
+def read_image(path, shape, intensity=None):
+    """Reads one image file at the model's size and channel count; a bad file is named. 8-bit files
+    come back as uint8; TIFF and 16-bit PNG files are read as training reads them (toolkit.data.intensity),
+    16-bit ones scaled by the run's rule to float32 0..255. intensity: the run folder (its
+    intensity.json is read when there is one) or a rule as that file holds it."""
     from PIL import Image
 
+    from toolkit.data import intensity as rules
     from toolkit.data.images import check_image_file
 
     if not os.path.isfile(path):
         raise ToolkitError(f"{path}: no such image file")
     check_image_file(path)
+    if rules.needs_numpy(path):
+        image = rules.read(path)
+        if rules.bits(image) == 16:
+            if intensity is None:
+                raise ToolkitError(f"{path}: a 16-bit image needs its run's {rules.INTENSITY_FILE} to be scaled, "
+                                   "and no run folder or rule was given")  # fmt: skip
+            rule = rules.load(intensity) if isinstance(intensity, (str, os.PathLike)) else intensity
+            if rule is None:
+                raise ToolkitError(f"{path}: a 16-bit image, but the run has no {rules.INTENSITY_FILE} (its model was "
+                                   "trained on 8-bit images): convert the image to 8 bits")  # fmt: skip
+            image = rules.apply(rules.check(rule, "the intensity rule"), image)
+        return rules.resize(rules.to_channels(image, shape[2]), tuple(shape[:2]))
     with Image.open(path) as image:
         image = image.convert("L" if shape[2] == 1 else "RGB").resize((shape[1], shape[0]), Image.BILINEAR)
         array = np.asarray(image, np.uint8)
@@ -50,7 +77,7 @@ def read_image(path, shape):
 def predict_classification(run_dir, files, fmt="tflite_int8", allow_unsafe=False):
     labels = Run(run_dir).labels("classification")
     model, shape = load_run_model(run_dir, fmt, allow_unsafe)
-    batch = np.stack([read_image(f, shape) for f in files]).astype(np.float32)
+    batch = np.stack([read_image(f, shape, run_dir) for f in files]).astype(np.float32)
     probabilities = model(batch)
     return [(f, labels[int(np.argmax(p))], float(np.max(p))) for f, p in zip(files, probabilities)]
 
@@ -81,38 +108,66 @@ def predict_sentiment(run_dir, texts, fmt="tflite_dynamic", allow_unsafe=False):
     return SentimentPredictor(run_dir, fmt, allow_unsafe)(texts)
 
 
-def predict_detection(run_dir, files, fmt="tflite_int8", allow_unsafe=False, min_score=0.3, output_dir=None):
-    """Detections on the user's images, each drawn to FILE.detections.png (in output_dir, or beside
-    the image). Rows: (file, class name, score, "x1,y1,x2,y2" in the original image's pixels) per
-    detection, then (file, "wrote PATH") for its drawing."""
+def _original_size(path, shape):
+    """(width, height) of the user's image file as it is on disk (TIFF too), for boxes and masks."""
+    from toolkit.data.images import check_image_file
+
+    found = check_image_file(path)
+    return (found[0], found[1]) if found else (shape[1], shape[0])
+
+
+def _detection_rows(path, image, outputs, labels, shape, min_score, output_dir):
+    """Rows of one image's detections (class, score, box in its own pixels) and the drawing's path."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-    from PIL import Image
 
     from toolkit.export.report import draw_detections
 
+    width, height = _original_size(path, shape)
+    scale = np.array([width / shape[1], height / shape[0]] * 2)
+    n = int(outputs["num_detections"][0])
+    found = {k: np.asarray(outputs[k][0][:n]) for k in ("boxes", "scores", "classes")}
+    keep = found["scores"] >= min_score
+    found = {k: v[keep] for k, v in found.items()}
+    rows = [(path, labels[int(cls)], float(score), ",".join(f"{v:.1f}" for v in box * scale))
+            for box, score, cls in zip(found["boxes"], found["scores"], found["classes"])]  # fmt: skip
+    fig, ax = plt.subplots(figsize=(5, 5))
+    draw_detections(ax, image, found, labels, min_score=min_score)
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=110, bbox_inches="tight")
+    plt.close(fig)
+    return rows + [(path, f"wrote {_write_beside(path, '.detections.png', buffer.getvalue(), output_dir)}")]
+
+
+def _class_map_rows(path, class_map, labels, shape, output_dir):
+    """Rows of one image's classes by share of its pixels, largest first, and the palette PNG's path."""
+    from PIL import Image
+
+    from toolkit.data.segmentation import voc_palette
+
+    mask = Image.fromarray(np.asarray(class_map).astype(np.uint8), mode="P")
+    mask = mask.resize(_original_size(path, shape), Image.NEAREST)  # class ids: no interpolation
+    mask.putpalette(voc_palette().tobytes())
+    ids, counts = np.unique(np.asarray(mask), return_counts=True)
+    rows = [(path, labels[int(ids[i])], float(counts[i] / counts.sum())) for i in np.argsort(-counts, kind="stable")]
+    buffer = io.BytesIO()
+    mask.save(buffer, format="PNG")
+    return rows + [(path, f"wrote {_write_beside(path, '.segmentation.png', buffer.getvalue(), output_dir)}")]
+
+
+def predict_detection(run_dir, files, fmt="tflite_int8", allow_unsafe=False, min_score=0.3, output_dir=None):
+    """Detections on the user's images, each drawn to FILE.detections.png (in output_dir, or beside
+    the image). Rows: (file, class name, score, "x1,y1,x2,y2" in the original image's pixels) per
+    detection, then (file, "wrote PATH") for its drawing."""
     labels = Run(run_dir).labels("detection")
     model, shape = load_run_model(run_dir, fmt, allow_unsafe)
     rows = []
     for path in files:
-        image = read_image(path, shape)
-        with Image.open(path) as original:
-            scale = np.array([original.width / shape[1], original.height / shape[0]] * 2)
-        outputs = model(image[None].astype(np.float32))
-        n = int(outputs["num_detections"][0])
-        found = {k: np.asarray(outputs[k][0][:n]) for k in ("boxes", "scores", "classes")}
-        keep = found["scores"] >= min_score
-        found = {k: v[keep] for k, v in found.items()}
-        for box, score, cls in zip(found["boxes"], found["scores"], found["classes"]):
-            rows.append((path, labels[int(cls)], float(score), ",".join(f"{v:.1f}" for v in box * scale)))
-        fig, ax = plt.subplots(figsize=(5, 5))
-        draw_detections(ax, image, found, labels, min_score=min_score)
-        buffer = io.BytesIO()
-        fig.savefig(buffer, format="png", dpi=110, bbox_inches="tight")
-        plt.close(fig)
-        rows.append((path, f"wrote {_write_beside(path, '.detections.png', buffer.getvalue(), output_dir)}"))
+        image = read_image(path, shape, run_dir)
+        rows += _detection_rows(path, image, model(image[None].astype(np.float32)), labels, shape, min_score,
+                                output_dir)  # fmt: skip
     return rows
 
 
@@ -122,27 +177,157 @@ def predict_segmentation(run_dir, files, fmt="tflite_int8", allow_unsafe=False, 
     colours), so it views as a colour mask and reads back as an index mask (`--data folder:`). Rows:
     (file, class name, fraction of the image's pixels) per class present, largest first, then
     (file, "wrote PATH")."""
-    from PIL import Image
-
-    from toolkit.data.segmentation import voc_palette
-
     labels = Run(run_dir).labels("segmentation")
     model, shape = load_run_model(run_dir, fmt, allow_unsafe)
     rows = []
     for path in files:
-        image = read_image(path, shape)
-        class_map = np.asarray(model(image[None].astype(np.float32)))[0].astype(np.uint8)
-        with Image.open(path) as original:
-            size = original.size
-        mask = Image.fromarray(class_map, mode="P").resize(size, Image.NEAREST)  # class ids: no interpolation
-        mask.putpalette(voc_palette().tobytes())
-        ids, counts = np.unique(np.asarray(mask), return_counts=True)
-        for i in np.argsort(-counts, kind="stable"):
-            rows.append((path, labels[int(ids[i])], float(counts[i] / counts.sum())))
-        buffer = io.BytesIO()
-        mask.save(buffer, format="PNG")
-        rows.append((path, f"wrote {_write_beside(path, '.segmentation.png', buffer.getvalue(), output_dir)}"))
+        image = read_image(path, shape, run_dir)
+        class_map = np.asarray(model(image[None].astype(np.float32)))[0]
+        rows += _class_map_rows(path, class_map, labels, shape, output_dir)
     return rows
+
+
+def predict_multitask(run_dir, files, fmt="tflite_int8", allow_unsafe=False, min_score=0.3, output_dir=None):
+    """Every head of a multi-task run on the user's images, from its one file. Rows: (file, head, class
+    name, value, box) with head "detection" (value: score, box "x1,y1,x2,y2"), "segmentation" (value:
+    share of the pixels, box "") and "classification" (value: probability the class is present, box
+    ""), and (file, "wrote PATH") for the drawings the heads it has make."""
+    labels = Run(run_dir).labels("multitask")
+    model, shape = load_run_model(run_dir, fmt, allow_unsafe)
+    rows = []
+    for path in files:
+        image = read_image(path, shape, run_dir)
+        outputs = model(image[None].astype(np.float32))
+        outputs = outputs if isinstance(outputs, dict) else {"presence": outputs}
+        if "num_detections" in outputs:
+            for row in _detection_rows(path, image, outputs, labels, shape, min_score, output_dir):
+                rows.append((path, "detection", *row[1:]) if len(row) == 4 else row)
+        if "class_map" in outputs:
+            for row in _class_map_rows(path, outputs["class_map"][0], ["background", *labels], shape, output_dir):
+                rows.append((path, "segmentation", *row[1:], "") if len(row) == 3 else row)
+        if "presence" in outputs:
+            probabilities = np.asarray(outputs["presence"])[0]
+            rows += [(path, "classification", labels[i], float(probabilities[i]), "")
+                     for i in np.argsort(-probabilities, kind="stable")]  # fmt: skip
+    return rows
+
+
+def predict_node_classification(run_dir, nodes, fmt="tflite_fp32", allow_unsafe=False):
+    """Classes of the run's own graph's nodes (the graph it was trained and tested on, as stored in its
+    test_data.npz): `nodes` are node indices (0..N-1); none: every node. Rows: (node, class name,
+    probability)."""
+    from toolkit.runs import VERIFY_FILE
+
+    labels = Run(run_dir).labels("node_classification")
+    model, _ = load_run_model(run_dir, fmt, allow_unsafe)
+    data = np.load(Run(run_dir).require(VERIFY_FILE))
+    inputs = {k[len("input__"):]: data[k].astype(np.float32) for k in data.files if k.startswith("input__")}
+    count = inputs["adjacency"].shape[1]
+    wanted = []
+    for node in nodes or range(count):
+        try:
+            index = int(node)
+        except ValueError:
+            index = -1
+        if not 0 <= index < count:
+            raise ToolkitError(f"node {node!r}: the run's graph has nodes 0..{count - 1}")
+        wanted.append(index)
+    probabilities = np.asarray(model(inputs))[0]
+    return [(str(i), labels[int(np.argmax(probabilities[i]))], float(np.max(probabilities[i]))) for i in wanted]
+
+
+# ----- the predictors `toolkit predict` dispatches through -----
+
+
+@dataclasses.dataclass(frozen=True)
+class Predictor:
+    """inputs: "images" (files, folders, globs, "-" for paths on stdin), "texts" (arguments, --file with
+    one per line, "-" for stdin) or "nodes"; fields: the names of a prediction row's values after its input."""
+
+    function: object
+    inputs: str
+    default_format: str
+    fields: tuple
+    help: str
+    one_per_input: bool = False
+
+
+PREDICTORS = {
+    "classification": Predictor(predict_classification, "images", "tflite_int8", ("label", "probability"),
+                                "image files, folders or globs", one_per_input=True),
+    "text_classification": Predictor(predict_sentiment, "texts", "tflite_dynamic", ("label", "probability"),
+                                     "texts (quote each one)", one_per_input=True),
+    "node_classification": Predictor(predict_node_classification, "nodes", "tflite_fp32", ("label", "probability"),
+                                     "node indices of the run's graph (none: every node)", one_per_input=True),
+    "detection": Predictor(predict_detection, "images", "tflite_int8", ("label", "score", "box"),
+                           "image files, folders or globs (each drawn to FILE.detections.png)"),
+    "segmentation": Predictor(predict_segmentation, "images", "tflite_int8", ("label", "fraction"),
+                              "image files, folders or globs (each class map written to FILE.segmentation.png)"),
+    "multitask": Predictor(predict_multitask, "images", "tflite_int8", ("head", "label", "value", "box"),
+                           "image files, folders or globs (drawn to FILE.detections.png / FILE.segmentation.png)"),
+}  # fmt: skip
+
+
+def predictor_for(recipe):
+    """The registered task of `recipe` and its predictor; a decoder's recipe gets one line naming its verb."""
+    from toolkit import tasks
+
+    task = tasks.for_recipe(recipe)
+    if task.is_decoder:
+        verb = {"translation": "toolkit translate", "language_model": "toolkit generate"}.get(task.name, "its recipe")
+        raise ToolkitError(f"{recipe} runs decode text: use `{verb}` (toolkit predict serves single-pass tasks)")
+    return task, PREDICTORS[task.name]
+
+
+def expand_inputs(kind, given, text_file=None, stdin=None):
+    """The inputs `toolkit predict` was given, expanded: images: a folder gives its image files (sorted), a
+    glob its matches, "-" the paths read from stdin; texts: the arguments, the lines of text_file, and "-"
+    the lines of stdin. Anything that expands to nothing is one clear line."""
+    from toolkit.data.images import IMAGE_EXTENSIONS
+
+    stdin = stdin or sys.stdin
+    found = []
+    if kind == "texts" and text_file is not None:
+        if not os.path.isfile(text_file):
+            raise ToolkitError(f"{text_file}: no such text file")
+        with open(text_file, encoding="utf-8", errors="surrogateescape") as f:
+            found += [line.rstrip("\n") for line in f if line.strip()]
+    for item in given:
+        if item == "-":
+            found += [line.rstrip("\n") for line in stdin if line.strip()]
+        elif kind != "images":
+            found.append(item)
+        elif os.path.isdir(item):
+            files = sorted(os.path.join(item, f) for f in os.listdir(item) if f.lower().endswith(IMAGE_EXTENSIONS))
+            if not files:
+                raise ToolkitError(f"{item} holds no images ({', '.join(IMAGE_EXTENSIONS)})")
+            found += files
+        elif glob.has_magic(item):
+            files = sorted(f for f in glob.glob(item) if os.path.isfile(f))
+            if not files:
+                raise ToolkitError(f"{item}: no file matches")
+            found += files
+        else:
+            found.append(item)
+    if not found and kind != "nodes":
+        raise ToolkitError(f"no {kind} to predict on")
+    return found
+
+
+def records(rows, predictor):
+    """Rows -> one JSON-ready object per input, in order: {"input", "predictions": [{field: value}],
+    "wrote": [paths]}. A predictor's rows for one input are consecutive; a classifier's are one per input
+    (so a text given twice is two inputs)."""
+    fields, found = predictor.fields, []
+    for row in rows:
+        if not found or found[-1]["input"] != row[0] or (predictor.one_per_input and found[-1]["predictions"]):
+            found.append({"input": row[0], "predictions": [], "wrote": []})
+        if len(row) == 2 and isinstance(row[1], str) and row[1].startswith("wrote "):
+            found[-1]["wrote"].append(row[1][len("wrote "):])
+        else:
+            found[-1]["predictions"].append(dict(zip(fields, row[1:])))
+    return found
+
 
 
 def _write_beside(path, suffix, data, output_dir=None):

@@ -64,6 +64,64 @@ def add_pyramid_options(p, augmentations):
     return p
 
 
+def add_split_options(p):
+    """--validation-fraction and --test-fraction: what every image recipe carves from the training data
+    when its source has no such split (a COCO file without val= or test=, a folder without test/)."""
+    p.add_argument("--validation-fraction", type=fraction, default=0.1,
+                   help="share of the training data held out for validation where the source has none")  # fmt: skip
+    p.add_argument("--test-fraction", type=fraction, default=0.1,
+                   help="share held out for the test where the source has no test split")  # fmt: skip
+    return p
+
+
+def split_fractions(args):
+    """{"validation_fraction", "test_fraction"} from the parsed flags, for a data loader."""
+    if args.validation_fraction + args.test_fraction >= 1:
+        raise ToolkitError(
+            f"--validation-fraction {args.validation_fraction:g} and --test-fraction {args.test_fraction:g} sum to "
+            "1 or more: nothing is left to train on"
+        )
+    return {"validation_fraction": args.validation_fraction, "test_fraction": args.test_fraction}
+
+
+# A validation or test split smaller than this gives figures that one image more or less swings by 10 points.
+SMALL_SPLIT = 10
+
+
+def check_splits(data, file=None):
+    """Every image recipe's look at its splits before training: an empty validation or test split is
+    an error, one under SMALL_SPLIT images a one-line warning with its size."""
+    for split, flag in (("validation", "--validation-fraction"), ("test", "--test-fraction")):
+        size = data.sizes[split]
+        if not size:
+            raise ToolkitError(f"the {split} split is empty: pass {flag} above 0 or a {split} file")
+        if size < SMALL_SPLIT:
+            warn(f"the {split} split holds {size} image{'s' * (size != 1)}: its figures mean little; "
+                 f"pass {flag} or a {split} file", file)  # fmt: skip
+
+
+def warn_crowded(counts, limit, what, consequence, flag=None, file=None):
+    """One line when images hold more objects than `limit` boxes can carry: how many, the largest
+    count and, with `flag`, the value to pass. Nothing is ever cut silently."""
+    counts = [int(c) for c in counts]
+    over = [c for c in counts if c > limit]
+    if over:
+        hint = f"; pass {flag} {max(over)}" if flag else ""
+        warn(f"{len(over)} {what} image{'s' * (len(over) != 1)} hold{'s' * (len(over) == 1)} more than {limit} "
+             f"objects (up to {max(over)}): {consequence}{hint}", file)  # fmt: skip
+
+
+def check_max_objects(data, max_objects, file=None):
+    """Detection training pads or cuts each image's objects to --max-objects: say so when it cuts."""
+    counts = [c for split in ("train", "validation") for c in data.object_counts(split)]
+    warn_crowded(counts, max_objects, "training/validation", f"only the first {max_objects} of each are trained on",
+                 "--max-objects", file)  # fmt: skip
+
+
+def warn(message, file=None):
+    print(f"warning: {message}", file=file or sys.stderr, flush=True)
+
+
 def pyramid_defaults(args):
     """Parsed args of a pyramid recipe with the shared backbone's options when none were given."""
     if not args.backbone_option:
@@ -112,6 +170,17 @@ def run_name(text):
 
 positive_int = _positive(int, "integer")
 positive_float = _positive(float, "number")
+
+
+def fraction(text):
+    """A split fraction in [0, 1)."""
+    try:
+        value = float(text)
+    except ValueError:
+        value = None
+    if value is None or not 0 <= value < 1:  # also refuses NaN
+        raise argparse.ArgumentTypeError(f"expected a fraction in [0, 1), got {text!r}")
+    return value
 
 
 def backbone_options(pairs, backbone=None):

@@ -35,6 +35,7 @@ BENCHMARK_FILE = "benchmark.json"  # `toolkit benchmark`'s table, every format
 VERIFY_FILE = "test_data.npz"  # the stored test split and Keras' outputs: `toolkit benchmark` re-scores on it
 BACKBONE_WEIGHTS_FILE = "backbone.weights.h5"  # the backbone alone, for --backbone-weights in another task
 LABELS_FILE = "labels.txt"  # class names, one a line, in the model's output order
+INTENSITY_FILE = "intensity.json"  # how 16-bit pixels map to 0..255 (toolkit.data.intensity); 8-bit runs: none
 VOCABULARY_FILE = "vocab.txt"  # the (source) WordPiece vocabulary of a text run
 TARGET_VOCABULARY_FILE = "target_vocab.txt"  # a translation run's target-language vocabulary
 RESUME_DIR = "resume"  # the training state, under the partial folder (toolkit.training writes it)

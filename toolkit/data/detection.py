@@ -2,11 +2,14 @@
 
 Sources: `scenes[:FOLDER]` (Fashion Scenes composed from local Fashion-MNIST files, see
 toolkit.data.scenes), `tfds:NAME` (any prepared TFDS detection dataset with `image`,
-`objects/bbox` and `objects/label`), `coco:ANNOTATIONS.json[,images=FOLDER]` (a COCO-format json
-and its image folder) and `from_arrays` for the Python API. Each split is an unbatched tf.data
-dataset of dicts {"image": uint8 (H, W, C), "boxes": float32 (n, 4) xyxy in absolute pixels,
-"classes": int32 (n,)}, n >= 0, plus "segmentation_mask" and "instance_mask" (H, W, 1) uint8 where
-the source has them (scenes). Validation is carved from train when a source has none.
+`objects/bbox` and `objects/label`), `coco:TRAIN.json[,val=VAL.json][,test=TEST.json][,images=FOLDER]`
+(COCO-format jsons, one per split, and their image folder; a split without its file is carved
+deterministically from TRAIN's images, so one json gives all three) and `from_arrays` for the
+Python API. Each split is an unbatched tf.data dataset of dicts {"image": uint8 (H, W, C), "boxes":
+float32 (n, 4) xyxy in absolute pixels, "classes": int32 (n,)}, n >= 0, plus "segmentation_mask"
+and "instance_mask" (H, W, 1) uint8 where the source has them (scenes). Validation is carved from
+train when a source has none. `DetectionData.object_counts(split)` gives the objects per image
+(without decoding images), which recipes hold against --max-objects and --max-detections.
 
 Bad boxes in user data (COCO json, arrays) are treated the same way everywhere:
 - a box partly outside its image is clipped to the image;
@@ -14,7 +17,11 @@ Bad boxes in user data (COCO json, arrays) are treated the same way everywhere:
   non-finite value is an error naming the file, the annotation (or image and box index) and the value;
 - an unknown category id (or class out of range) is an error naming the annotation and the id;
 - an image without annotations is kept as a negative example (n = 0);
-- COCO "crowd" annotations (iscrowd=1) are skipped, as COCO's evaluation ignores them;
+- COCO "crowd" annotations (iscrowd=1) are dropped, from training and from the ground truth that
+  toolkit.metrics.detection scores: COCOeval would instead ignore the detections that fall on a
+  crowd region, so on data with crowds a detection there counts as a false positive here;
+- split files (val=, test=) must list the same categories (ids and names) as TRAIN, and no image
+  file may appear in two of them: either is an error naming both files;
 - a missing or unreadable image file, malformed json or a missing key is an error naming it.
 """
 
@@ -27,7 +34,7 @@ import numpy as np
 import tensorflow as tf
 
 from toolkit.data import images as image_data
-from toolkit.data import local_tfds
+from toolkit.data import intensity, local_tfds
 from toolkit.errors import ToolkitError, choose
 
 AUTOTUNE = tf.data.AUTOTUNE
@@ -40,6 +47,20 @@ MASK_KEYS = ("segmentation_mask", "instance_mask")
 class DetectionData(image_data.ImageSplits):
     """Examples: {"image", "boxes" (n, 4) xyxy pixels, "classes" (n,)} and, where the source has
     them, "segmentation_mask" / "instance_mask"."""
+
+    # split -> objects per image, as an int array or a tf.data dataset of counts that reads no image
+    # (a loader fills what it knows for free); object_counts computes and keeps what is missing.
+    counts: dict = None
+
+    def object_counts(self, split):
+        """Objects per image of `split`, an int64 array in the split's order."""
+        counts = (self.counts or {}).get(split)
+        if counts is None:
+            counts = getattr(self, split).map(lambda e: tf.shape(e["classes"])[0])
+        if isinstance(counts, tf.data.Dataset):
+            counts = np.fromiter(counts.as_numpy_iterator(), np.int64)
+            self.counts = {**(self.counts or {}), split: counts}
+        return np.asarray(counts, np.int64)
 
     def ground_truth(self, split):
         """The whole split as (images uint8 (N, H, W, C), [{"boxes": (n, 4) float32, "classes": (n,) int32}])."""
@@ -56,7 +77,8 @@ CACHE_BYTES = 1 << 30  # decoded splits up to this size (images + masks, uint8) 
 def load(source="scenes", data_dir=None, image_size=None, validation_fraction=0.1, test_fraction=0.1):
     """Loads `source` (see the module docstring) as DetectionData; image_size resizes every image to
     image_size x image_size (aspect not kept, boxes scaled with it). test_fraction is used only by
-    sources without a test split (a single COCO json)."""
+    sources without a test split (COCO without test=)."""
+    image_data.check_fractions(validation_fraction, test_fraction)
     if source == "scenes" or source.startswith("scenes:"):
         from toolkit.data import scenes
 
@@ -67,15 +89,39 @@ def load(source="scenes", data_dir=None, image_size=None, validation_fraction=0.
         builder = local_tfds.prepared_by_name(source[5:], data_dir)
         return from_builder(builder, source, image_size, validation_fraction)
     if source.startswith("coco:"):
-        path, _, folder = source[5:].partition(",images=")
-        return load_coco(path, folder or None, image_size, validation_fraction, test_fraction)
-    raise ToolkitError(
-        f"unknown detection data source {source!r}; use scenes[:FOLDER], tfds:NAME or coco:FILE.json[,images=FOLDER]"
-    )
+        files, folder = coco_files(source[5:])
+        return load_coco(files["train"], folder, image_size, validation_fraction, test_fraction,
+                         files.get("validation"), files.get("test"))  # fmt: skip
+    raise ToolkitError(f"unknown detection data source {source!r}; use scenes[:FOLDER], tfds:NAME or {COCO_FORM}")
+
+
+COCO_FORM = "coco:TRAIN.json[,val=VAL.json][,test=TEST.json][,images=FOLDER]"
+_COCO_KEYS = {"train": "train", "val": "validation", "validation": "validation", "test": "test"}
+
+
+def coco_files(text):
+    """'train.json,val=val.json,test=test.json,images=DIR' -> ({split: json path}, image folder or None)."""
+    files, folder = {}, None
+    for k, part in enumerate(text.split(",")):
+        key, sep, value = part.partition("=")
+        if not sep and k == 0:
+            key, value = "train", part
+        if sep and key == "images" and folder is None:
+            folder = value or None
+            continue
+        split = _COCO_KEYS.get(key) if sep or k == 0 else None
+        if split is None or split in files or not value:
+            raise ToolkitError(f"coco:{text}: cannot read {part!r}; use {COCO_FORM}")
+        files[split] = value
+    if "train" not in files:
+        raise ToolkitError(f"coco:{text}: no training file; use {COCO_FORM}")
+    return files, folder
 
 
 def from_builder(builder, source, image_size=None, validation_fraction=0.1):
     """DetectionData from a prepared TFDS builder in the standard detection layout."""
+    import tensorflow_datasets as tfds
+
     name = builder.info.name
     features = builder.info.features
     objects = features["objects"] if "objects" in features else {}  # noqa: SIM401 (FeaturesDict has no .get)
@@ -101,7 +147,11 @@ def from_builder(builder, source, image_size=None, validation_fraction=0.1):
         ds = {k: v.cache() for k, v in ds.items()}
     if image_size is None and None in shape[:2]:
         image_size = DEFAULT_IMAGE_SIZE
-    data = DetectionData(ds["train"], ds["validation"], ds["test"], list(objects["label"].names), shape, source, sizes)
+    skip = {key: tfds.decode.SkipDecoding() for key in ("image", *masks)}  # counting objects reads no pixels
+    counts = {k: builder.as_dataset(split=s, decoders=skip).map(lambda e: tf.size(e["objects"]["label"]))
+              for k, s in wanted.items()}  # fmt: skip
+    data = DetectionData(ds["train"], ds["validation"], ds["test"], list(objects["label"].names), shape, source, sizes,
+                         counts=counts)  # fmt: skip
     return resized(data, image_size) if image_size and tuple(shape[:2]) != (image_size, image_size) else data
 
 
@@ -191,6 +241,7 @@ def from_arrays(
     return DetectionData(
         ds["train"], ds["validation"], ds["test"], list(class_names), images.shape[1:], name,
         {k: len(idx) for k, idx in splits.items()},
+        counts={k: np.array([len(classes_out[i]) for i in idx], np.int64) for k, idx in splits.items()},
     )  # fmt: skip
 
 
@@ -209,14 +260,59 @@ def _objects_dataset(first, boxes_list, classes_list, decode=None):
     return tf.data.Dataset.from_tensor_slices((first, boxes, classes)).map(element, num_parallel_calls=AUTOTUNE)
 
 
-def load_coco(path, images_folder=None, image_size=None, validation_fraction=0.1, test_fraction=0.1):
-    """A COCO-format json (images, annotations, categories; bbox = [x, y, width, height] in pixels)
-    and its image folder (default: the json's folder). Category ids map to contiguous class ids in
-    id order. Images are read lazily; each is opened once here so that a bad one is named now.
-    All images must share one size unless image_size is given. The one json is split
-    deterministically into train/validation/test."""
-    from PIL import Image
+def load_coco(
+    path, images_folder=None, image_size=None, validation_fraction=0.1, test_fraction=0.1,
+    validation_path=None, test_path=None,
+):  # fmt: skip
+    """COCO-format jsons (images, annotations, categories; bbox = [x, y, width, height] in pixels):
+    `path` for training, and optionally `validation_path` and `test_path`, with their image folder
+    (default: each json's folder). Category ids map to contiguous class ids in id order; every file
+    must list the same categories, and no image file may be in two of them. A split without its
+    file is carved deterministically from `path`'s images (validation_fraction, test_fraction of
+    them), so one json gives all three. Images are read lazily; each is opened once here so that a
+    bad one is named now. All images must share one size unless image_size is given."""
+    files = {k: f for k, f in (("train", path), ("validation", validation_path), ("test", test_path)) if f}
+    image_data.check_fractions(validation_fraction, test_fraction)
+    for file in files.values():  # before reading any: a large training file takes a while
+        if not os.path.isfile(file):
+            raise ToolkitError(f"COCO annotation file {file} does not exist")
+    read = {k: _read_coco(file, images_folder) for k, file in files.items()}
+    categories = read["train"][0]
+    for split, (other, _) in read.items():
+        if other != categories:
+            raise ToolkitError(_categories_differ(path, categories, files[split], other))
+    owner, records = {}, []
+    for split, (_, found) in read.items():
+        for r in found:
+            key = os.path.realpath(r["file"])
+            if owner.setdefault(key, split) != split:
+                raise ToolkitError(
+                    f"image {r['name']} is in the {owner[key]} file {files[owner[key]]} and the {split} file "
+                    f"{files[split]}: split files must not share images"
+                )
+            records.append(dict(r, split=split))
+    sizes = {r["size"] for r in records}
+    if image_size is None and len(sizes) > 1:
+        a, b = sorted(sizes)[:2]
+        raise ToolkitError(f"{' and '.join(files.values())}: images differ in size ({a[0]}x{a[1]}, {b[0]}x{b[1]}, "
+                           "...); pass image_size")  # fmt: skip
+    return _coco_data(files, categories, records, image_size, validation_fraction, test_fraction)
 
+
+def _categories_differ(first, a, second, b):
+    """The first category id whose name differs between two sorted [(id, name)] lists, as one line."""
+    show = lambda name: "missing" if name is None else repr(name)
+    ids = [cat_id for cat_id, _ in a] + [cat_id for cat_id, _ in b]
+    a, b = dict(a), dict(b)
+    for cat_id in ids:
+        if a.get(cat_id) != b.get(cat_id):
+            return (f"categories differ between {first} and {second}: id {cat_id} is {show(a.get(cat_id))} in the "
+                    f"first and {show(b.get(cat_id))} in the second (split files must share one category list)")  # fmt: skip
+    return f"categories differ between {first} and {second} (split files must share one category list)"
+
+
+def _read_coco(path, images_folder=None):
+    """One COCO json: (sorted [(category id, name)], [one record per image: file, name, size, mode, boxes, classes])."""
     coco = _read_json(path)
     images_folder = images_folder or os.path.dirname(os.path.abspath(path))
     for key in ("images", "annotations", "categories"):
@@ -235,16 +331,15 @@ def load_coco(path, images_folder=None, image_size=None, validation_fraction=0.1
         file = os.path.join(images_folder, file_name)
         if not os.path.isfile(file):
             raise ToolkitError(f"{path}: image file {file} (image id {image_id}) does not exist")
-        image_data.check_image_file(file)
-        with Image.open(file) as im:
-            width, height, mode = im.width, im.height, im.mode
+        width, height, mode = image_data.check_image_file(file)
         stated = (entry.get("width", width), entry.get("height", height))
         if stated != (width, height):
             raise ToolkitError(
                 f"{path}: image id {image_id} says {stated[0]}x{stated[1]} but {file} is {width}x{height}"
             )
         by_id[image_id] = len(records)
-        records.append({"file": file, "size": (width, height), "mode": mode, "boxes": [], "classes": []})
+        records.append({"file": file, "name": file_name, "size": (width, height), "mode": mode, "boxes": [],
+                        "classes": []})  # fmt: skip
     for i, ann in enumerate(coco["annotations"]):
         ann_id = _field(path, ann, "id", "annotation", i)
         image_id, cat_id = (
@@ -273,10 +368,12 @@ def load_coco(path, images_folder=None, image_size=None, validation_fraction=0.1
         record["classes"].append(class_of[cat_id])
     if not records:
         raise ToolkitError(f"{path}: 'images' is empty")
+    return categories, records
+
+
+def _coco_data(files, categories, records, image_size, validation_fraction, test_fraction):
+    """DetectionData from the records of every split file (`_read_coco`, tagged with their split)."""
     sizes = {r["size"] for r in records}
-    if image_size is None and len(sizes) > 1:
-        a, b = sorted(sizes)[:2]
-        raise ToolkitError(f"{path}: images differ in size ({a[0]}x{a[1]}, {b[0]}x{b[1]}, ...); pass image_size")
     channels = 1 if all(r["mode"] in ("1", "L", "LA", "I", "I;16", "F") for r in records) else 3
     width, height = sizes.pop() if image_size is None else (image_size, image_size)
 
@@ -293,19 +390,39 @@ def load_coco(path, images_folder=None, image_size=None, validation_fraction=0.1
         if image_size:
             r["boxes"] *= np.asarray([image_size / r["size"][0], image_size / r["size"][1]] * 2, np.float32)
     records.sort(key=lambda r: r["file"])
-    splits = image_data._split_indices(len(records), validation_fraction, test_fraction)
+    train = [r for r in records if r["split"] == "train"]
+    carved = image_data._split_indices(
+        len(train), 0 if "validation" in files else validation_fraction, 0 if "test" in files else test_fraction
+    )
+    splits = {k: [train[i] for i in idx] for k, idx in carved.items()}
+    splits.update({k: [r for r in records if r["split"] == k] for k in files if k != "train"})
+    for k, split in splits.items():
+        if not split:
+            raise ToolkitError(f"{files['train']}: the {k} split is empty (give it a fraction above 0 or a {k} file)")
+    rule, pixels, every = None, None, [r["file"] for r in records]
+    if any(intensity.needs_numpy(f) for f in every):  # TIFF or 16-bit PNG: read now (see toolkit.data.intensity)
+        pixels, rule = intensity.load_images(every, [r["file"] for r in splits["train"]], channels,
+                                             (image_size,) * 2 if image_size else None)  # fmt: skip
+
+    def first(split):  # the file names `decode` reads, or the pixels read above; typed, so an empty split works
+        if pixels is None:
+            return tf.constant([r["file"] for r in split], tf.string)
+        dtype = next(iter(pixels.values())).dtype
+        return np.stack([pixels[r["file"]] for r in split]) if split else np.zeros((0, height, width, channels), dtype)
+
     ds = {
         k: _objects_dataset(
-            [records[i]["file"] for i in idx],
-            [records[i]["boxes"] for i in idx],
-            [np.asarray(records[i]["classes"], np.int32) for i in idx],
-            decode,
+            first(split), [r["boxes"] for r in split],
+            [np.asarray(r["classes"], np.int32) for r in split], decode if pixels is None else None,
         )
-        for k, idx in splits.items()
-    }
+        for k, split in splits.items()
+    }  # fmt: skip
+    keys = {"validation": "val", "test": "test"}
+    source = "coco:" + ",".join([files["train"], *(f"{keys[k]}={files[k]}" for k in keys if k in files)])
     return DetectionData(
         ds["train"], ds["validation"], ds["test"], [name for _, name in categories], (height, width, channels),
-        f"coco:{path}", {k: len(idx) for k, idx in splits.items()},
+        source, {k: len(v) for k, v in splits.items()},
+        counts={k: np.array([len(r["classes"]) for r in v], np.int64) for k, v in splits.items()}, intensity=rule,
     )  # fmt: skip
 
 

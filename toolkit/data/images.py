@@ -14,18 +14,19 @@ import zlib
 import numpy as np
 import tensorflow as tf
 
-from toolkit.data import local_tfds
+from toolkit.data import intensity, local_tfds
 from toolkit.errors import ToolkitError
 
-IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".gif")
+IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff")
 AUTOTUNE = tf.data.AUTOTUNE
 
 
 @dataclasses.dataclass
 class ImageSplits:
     """What every image task's data is: unbatched train / validation / test tf.data splits of uint8
-    images (and the task's labels), with the class names, image shape, source and split sizes.
-    Each task's subclass adds how to read a whole split as numpy arrays."""
+    images (float32 0..255 from 16-bit files, scaled by the rule in `intensity`) and the task's
+    labels, with the class names, image shape, source and split sizes. Each task's subclass adds how
+    to read a whole split as numpy arrays."""
 
     train: tf.data.Dataset
     validation: tf.data.Dataset
@@ -34,9 +35,13 @@ class ImageSplits:
     image_shape: tuple
     source: str
     sizes: dict  # split name -> number of examples
+    # 16-bit sources: the scaling rule (toolkit.data.intensity); None = identity. Keyword-only, so that
+    # a subclass's own fields keep their places after `sizes`.
+    intensity: dict = dataclasses.field(default=None, kw_only=True)
 
     def calibration_images(self, count):
-        """The first `count` training images as one uint8 array: the int8 files' calibration samples."""
+        """The first `count` training images as one array (uint8; float32 from 16-bit files): the int8
+        files' calibration samples."""
         examples = self.train.take(count).as_numpy_iterator()
         return np.stack([e["image"] if isinstance(e, dict) else e[0] for e in examples])
 
@@ -49,15 +54,17 @@ class ImageClassificationData(ImageSplits):
         return np.stack(images), np.asarray(labels, np.int64)
 
 
-def load(source="fashion_mnist", image_size=None, data_dir=None, validation_fraction=0.1):
-    """Loads `source` (see the module docstring) as ImageClassificationData."""
+def load(source="fashion_mnist", image_size=None, data_dir=None, validation_fraction=0.1, test_fraction=0.1):
+    """Loads `source` (see the module docstring) as ImageClassificationData. test_fraction is used only
+    by a folder without `train/` and `test/` sub-folders (the other sources have a test split)."""
+    check_fractions(validation_fraction, test_fraction)
     if source == "fashion_mnist" or source.startswith("fashion_mnist:"):
         return _fashion_mnist(source.partition(":")[2] or None, data_dir, validation_fraction, image_size)
     if source.startswith("tfds:"):
         return _tfds(source[5:], data_dir, validation_fraction, image_size)
     if source.startswith("folder:") or os.path.isdir(source):
         path = source[7:] if source.startswith("folder:") else source
-        return load_image_folder(path, image_size or 224, validation_fraction)
+        return load_image_folder(path, image_size or 224, validation_fraction, test_fraction)
     raise ToolkitError(f"unknown data source {source!r}; use fashion_mnist[:FOLDER], tfds:NAME or folder:PATH")
 
 
@@ -98,7 +105,20 @@ def check_arrays(images, labels, class_names=None):
     return images, labels.astype(np.int64)
 
 
+def check_fractions(validation_fraction, test_fraction):
+    """Split fractions must each lie in [0, 1) and leave some data to train on."""
+    for name, value in (("validation", validation_fraction), ("test", test_fraction)):
+        if isinstance(value, bool) or not isinstance(value, (int, float, np.number)) or not 0 <= value < 1:
+            raise ToolkitError(f"the {name} fraction must lie in [0, 1), got {value!r}")
+    if validation_fraction + test_fraction >= 1:
+        raise ToolkitError(
+            f"the validation and test fractions ({validation_fraction:g} + {test_fraction:g}) sum to 1 or more: "
+            "nothing is left to train on"
+        )
+
+
 def _split_indices(n, validation_fraction, test_fraction):
+    check_fractions(validation_fraction, test_fraction)
     order = np.random.default_rng(0).permutation(n)
     n_val, n_test = int(round(n * validation_fraction)), int(round(n * test_fraction))
     if n - n_val - n_test < 1 or (validation_fraction and not n_val) or (test_fraction and not n_test):
@@ -164,6 +184,7 @@ def resized(data, image_size):
 def load_image_folder(path, image_size=224, validation_fraction=0.1, test_fraction=0.1, channels=3):
     """One sub-folder per class. Uses `train/` and `test/` sub-folders when present, else splits
     every class deterministically by file name. Each image is checked first; a bad one is named."""
+    check_fractions(validation_fraction, test_fraction)
     if not os.path.isdir(path):
         raise ToolkitError(f"image folder {path} does not exist")
     if os.path.isdir(os.path.join(path, "train")) and os.path.isdir(os.path.join(path, "test")):
@@ -191,27 +212,38 @@ def load_image_folder(path, image_size=224, validation_fraction=0.1, test_fracti
         image = tf.image.resize(image, (image_size, image_size), antialias=True)
         return tf.cast(tf.clip_by_value(tf.round(image), 0, 255), tf.uint8), label
 
-    ds = {
-        k: tf.data.Dataset.from_tensor_slices(([f for f, _ in v], np.array([c for _, c in v], np.int64)))
-        .map(decode, num_parallel_calls=AUTOTUNE)
-        .cache()
-        for k, v in splits.items()
-    }
+    def labels(files):
+        return np.array([c for _, c in files], np.int64)
+
+    rule, every = None, [f for files in splits.values() for f, _ in files]
+    if any(intensity.needs_numpy(f) for f in every):  # TIFF or 16-bit PNG: read now (see toolkit.data.intensity)
+        pixels, rule = intensity.load_images(every, [f for f, _ in splits["train"]], channels, (image_size,) * 2)
+        ds = {k: tf.data.Dataset.from_tensor_slices((np.stack([pixels[f] for f, _ in v]), labels(v)))
+              for k, v in splits.items()}  # fmt: skip
+    else:
+        ds = {
+            k: tf.data.Dataset.from_tensor_slices(([f for f, _ in v], labels(v))).map(decode, AUTOTUNE).cache()
+            for k, v in splits.items()
+        }
     return ImageClassificationData(
         ds["train"], ds["validation"], ds["test"], class_names, (image_size, image_size, channels),
-        f"folder:{path}", {k: len(v) for k, v in splits.items()},
+        f"folder:{path}", {k: len(v) for k, v in splits.items()}, intensity=rule,
     )  # fmt: skip
 
 
 def check_image_file(path):
-    """Opens and fully decodes one image; a truncated, corrupt or empty file raises an error naming it."""
+    """Opens and fully decodes one image; a truncated, corrupt or empty file raises an error naming it
+    (a TIFF also when it is not 8/16-bit grey or RGB). Returns (width, height, Pillow mode name)."""
     from PIL import Image, UnidentifiedImageError
 
+    if intensity.is_tiff(path):  # Pillow reads only some TIFFs (not 16-bit RGB), tifffile reads them all
+        return intensity.tiff_info(path)
     try:
         with Image.open(path) as image:
             image.load()
             if image.width == 0 or image.height == 0:
                 raise ToolkitError(f"{path}: image has zero size")
+            return image.width, image.height, image.mode
     except (OSError, UnidentifiedImageError, SyntaxError, ValueError) as e:
         raise ToolkitError(f"{path}: not a readable image ({e})") from None
 

@@ -3,7 +3,8 @@
 Sources:
 - `scenes[:FOLDER]`: Fashion Scenes (toolkit.data.scenes) through toolkit.data.detection, whose
   `segmentation_mask` holds class + 1 per pixel, 0 = background;
-- `folder:PATH`: `PATH/images/*` with a mask `PATH/masks/<same stem>.png` each, either an index mask
+- `folder:PATH`: `PATH/images/*` (8- or 16-bit, PNG, JPEG, TIFF, ...: see toolkit.data.intensity)
+  with a mask `PATH/masks/<same stem>.png` (or `.tif`, one channel of ids) each, either an index mask
   (mode L, or a palette PNG whose indices are the class ids, as PASCAL VOC's SegmentationClass
   files are) or an RGB image in the VOC colour palette; 255 is "void" (ignored). Class names come
   from `PATH/classes.txt` (one per line, background first) when present, else are the ids. The
@@ -13,7 +14,8 @@ Sources:
   Class names come from an `objects/label` feature (then mask value = label + 1, as in our scenes)
   or, with `classes=N`, are the ids 0..N-1;
 - `from_arrays` for the Python API.
-Each split is an unbatched tf.data dataset of {"image": uint8 (H, W, C), "mask": uint8 (H, W, 1)}.
+Each split is an unbatched tf.data dataset of {"image": uint8 (H, W, C) (float32 0..255 from 16-bit
+files), "mask": uint8 (H, W, 1)}.
 Masks are checked where they are read: a missing file, a size that differs from its image or a
 value outside the classes is an error naming the file (or the array index) and the value.
 """
@@ -25,7 +27,7 @@ import numpy as np
 import tensorflow as tf
 
 from toolkit.data import images as image_data
-from toolkit.data import local_tfds
+from toolkit.data import intensity, local_tfds
 from toolkit.errors import ToolkitError, choose
 
 AUTOTUNE = tf.data.AUTOTUNE
@@ -49,7 +51,9 @@ class SegmentationData(image_data.ImageSplits):
 
 def load(source="scenes", data_dir=None, image_size=None, validation_fraction=0.1, test_fraction=0.1):
     """Loads `source` (see the module docstring); image_size resizes images (bilinear) and masks
-    (nearest-neighbour, so ids stay ids) to image_size x image_size."""
+    (nearest-neighbour, so ids stay ids) to image_size x image_size. The fractions are used where
+    the source lacks that split (scenes have all three; TFDS datasets bring their test split)."""
+    image_data.check_fractions(validation_fraction, test_fraction)
     if source == "scenes" or source.startswith("scenes:"):
         from toolkit.data import detection
 
@@ -81,7 +85,7 @@ def from_detection(data):
 
     splits = {k: getattr(data, k).map(convert, num_parallel_calls=AUTOTUNE) for k in ("train", "validation", "test")}
     return SegmentationData(**splits, class_names=["background", *data.class_names], image_shape=data.image_shape,
-                            source=data.source, sizes=data.sizes)  # fmt: skip
+                            source=data.source, sizes=data.sizes, intensity=data.intensity)  # fmt: skip
 
 
 def from_builder(builder, source, num_classes=None, image_size=None, validation_fraction=0.1):
@@ -178,6 +182,13 @@ def read_mask(path, size):
     if not os.path.isfile(path):
         raise ToolkitError(f"mask file {path} does not exist (each image needs a mask of the same name)")
     image_data.check_image_file(path)
+    if intensity.is_tiff(path):
+        mask = intensity.read(path)
+        if (mask.shape[1], mask.shape[0]) != size:
+            raise ToolkitError(f"{path}: mask is {mask.shape[1]}x{mask.shape[0]} but its image is {size[0]}x{size[1]}")
+        if mask.shape[2] != 1:
+            raise ToolkitError(f"{path}: a TIFF mask must have one channel of class ids, not {mask.shape[2]}")
+        return mask[..., 0].astype(np.int64)
     with Image.open(path) as image:
         if (image.width, image.height) != size:
             raise ToolkitError(f"{path}: mask is {image.width}x{image.height} but its image is {size[0]}x{size[1]}")
@@ -199,6 +210,7 @@ def load_folder(path, image_size=None, validation_fraction=0.1, test_fraction=0.
     """`path/images` + `path/masks` (see the module docstring). Every mask is read and checked now."""
     from PIL import Image
 
+    image_data.check_fractions(validation_fraction, test_fraction)
     if not os.path.isdir(path):
         raise ToolkitError(f"segmentation folder {path} does not exist")
     if os.path.isdir(os.path.join(path, "train")) and os.path.isdir(os.path.join(path, "test")):
@@ -225,10 +237,9 @@ def load_folder(path, image_size=None, validation_fraction=0.1, test_fraction=0.
     sizes, modes, masks, highest = set(), set(), {}, 0
     for pairs in splits.values():
         for image_file, mask_file in pairs:
-            image_data.check_image_file(image_file)
-            with Image.open(image_file) as im:
-                size = (im.width, im.height)
-                modes.add(im.mode)
+            info = image_data.check_image_file(image_file)  # (width, height, mode)
+            size = info[:2]
+            modes.add(info[2])
             mask = read_mask(mask_file, size)
             if class_names:
                 check_mask_values(mask, len(class_names), mask_file)
@@ -255,11 +266,17 @@ def load_folder(path, image_size=None, validation_fraction=0.1, test_fraction=0.
 
     def dataset(pairs):
         stacked = np.stack([masks[m] for _, m in pairs])
+        if pixels is not None:
+            return _dataset(np.stack([pixels[f] for f, _ in pairs]), stacked[..., None])
         return tf.data.Dataset.from_tensor_slices(([f for f, _ in pairs], stacked)).map(decode, AUTOTUNE)
 
+    rule, pixels, every = None, None, [f for v in splits.values() for f, _ in v]
+    if any(intensity.needs_numpy(f) for f in every):  # TIFF or 16-bit PNG: read now (see toolkit.data.intensity)
+        pixels, rule = intensity.load_images(every, [f for f, _ in splits["train"]], channels,
+                                             (height, width) if image_size else None)  # fmt: skip
     ds = {k: dataset(v) for k, v in splits.items()}
     return SegmentationData(ds["train"], ds["validation"], ds["test"], class_names, (height, width, channels),
-                            f"folder:{path}", {k: len(v) for k, v in splits.items()})  # fmt: skip
+                            f"folder:{path}", {k: len(v) for k, v in splits.items()}, intensity=rule)  # fmt: skip
 
 
 def _pairs(path):
@@ -271,8 +288,15 @@ def _pairs(path):
     files = sorted(f for f in os.listdir(images_dir) if f.lower().endswith(image_data.IMAGE_EXTENSIONS))
     if not files:
         raise ToolkitError(f"{images_dir} holds no images ({', '.join(image_data.IMAGE_EXTENSIONS)})")
-    return [(os.path.join(images_dir, f), os.path.join(masks_dir, os.path.splitext(f)[0] + MASK_EXTENSION))
-            for f in files]  # fmt: skip
+    return [(os.path.join(images_dir, f), _mask_file(masks_dir, os.path.splitext(f)[0])) for f in files]
+
+
+def _mask_file(masks_dir, stem):
+    """masks/<stem>.png, else masks/<stem>.tif or .tiff where that exists (the .png is what a missing mask names)."""
+    for extension in (MASK_EXTENSION, *intensity.TIFF_EXTENSIONS):
+        if os.path.isfile(os.path.join(masks_dir, stem + extension)):
+            return os.path.join(masks_dir, stem + extension)
+    return os.path.join(masks_dir, stem + MASK_EXTENSION)
 
 
 def batches(dataset, batch_size, shuffle=False, augment="none", seed=0, shuffle_buffer=10_000):

@@ -1,8 +1,17 @@
 """COCO-style box mAP in plain numpy, matching pycocotools' COCOeval (iouType "bbox").
 
 The setting is COCOeval's headline one: area range "all", at most 100 detections per image and class,
-IoU thresholds .50:.05:.95, 101-point interpolated precision, no crowd annotations. Every step follows
-pycocotools/cocoeval.py (2.0.x) so that the numbers agree with it, quirks included:
+IoU thresholds .50:.05:.95, 101-point interpolated precision, no crowd annotations.
+
+Crowd regions: ground truth here has no `iscrowd` flag, and toolkit.data.detection drops COCO's
+iscrowd=1 annotations. COCOeval instead keeps them as "ignore" regions (a detection matched to one
+counts neither true nor false), so on data with crowd annotations a detection on a crowd region is a
+false positive here and mAP can come out below pycocotools'. An image with more ground-truth boxes
+of a class than 100, or than the detector returns, cannot reach full recall, in COCOeval as here
+(the detection recipe warns when a test image holds more objects than --max-detections).
+
+Without crowd annotations every step follows pycocotools/cocoeval.py (2.0.x) so that the numbers
+agree with it, quirks included:
 
 - IoU is maskApi.c's `bbIou` on xywh boxes (no +1 pixel); a pair whose overlap width or height is <= 0
   has IoU 0.
