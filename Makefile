@@ -45,6 +45,8 @@ benchmark: $(STAMP) data
 	$(PY) benchmarks/segmentation.py
 	$(PY) benchmarks/segmentation_diagnostics.py
 	$(PY) benchmarks/multitask.py --reuse
+	$(PY) benchmarks/parity.py
+	$(PY) benchmarks/small_data.py
 	$(PY) benchmarks/memory.py
 	$(PY) benchmarks/reliability.py
 
