@@ -48,6 +48,12 @@ def read_image(path, shape, intensity=None):
     come back as uint8; TIFF and 16-bit PNG files are read as training reads them (toolkit.data.intensity),
     16-bit ones scaled by the run's rule to float32 0..255. intensity: the run folder (its
     intensity.json is read when there is one) or a rule as that file holds it."""
+    return read_image_and_size(path, shape, intensity)[0]
+
+
+def read_image_and_size(path, shape, intensity=None):
+    """read_image's array and the file's own (width, height), from the one check of the file (a TIFF's
+    check decodes it: boxes and masks are mapped back to the original size without a second read)."""
     from PIL import Image
 
     from toolkit.data import intensity as rules
@@ -55,7 +61,8 @@ def read_image(path, shape, intensity=None):
 
     if not os.path.isfile(path):
         raise ToolkitError(f"{path}: no such image file")
-    check_image_file(path)
+    width, height, _ = check_image_file(path)
+    size = (width, height)
     if rules.needs_numpy(path):
         image = rules.read(path)
         if rules.bits(image) == 16:
@@ -67,11 +74,11 @@ def read_image(path, shape, intensity=None):
                 raise ToolkitError(f"{path}: a 16-bit image, but the run has no {rules.INTENSITY_FILE} (its model was "
                                    "trained on 8-bit images): convert the image to 8 bits")  # fmt: skip
             image = rules.apply(rules.check(rule, "the intensity rule"), image)
-        return rules.resize(rules.to_channels(image, shape[2]), tuple(shape[:2]))
+        return rules.resize(rules.to_channels(image, shape[2]), tuple(shape[:2])), size
     with Image.open(path) as image:
         image = image.convert("L" if shape[2] == 1 else "RGB").resize((shape[1], shape[0]), Image.BILINEAR)
         array = np.asarray(image, np.uint8)
-    return array[..., None] if shape[2] == 1 else array
+    return (array[..., None] if shape[2] == 1 else array), size
 
 
 def predict_classification(run_dir, files, fmt="tflite_int8", allow_unsafe=False):
@@ -108,15 +115,7 @@ def predict_sentiment(run_dir, texts, fmt="tflite_dynamic", allow_unsafe=False):
     return SentimentPredictor(run_dir, fmt, allow_unsafe)(texts)
 
 
-def _original_size(path, shape):
-    """(width, height) of the user's image file as it is on disk (TIFF too), for boxes and masks."""
-    from toolkit.data.images import check_image_file
-
-    found = check_image_file(path)
-    return (found[0], found[1]) if found else (shape[1], shape[0])
-
-
-def _detection_rows(path, image, outputs, labels, shape, min_score, output_dir):
+def _detection_rows(path, image, size, outputs, labels, shape, min_score, output_dir):
     """Rows of one image's detections (class, score, box in its own pixels) and the drawing's path."""
     import matplotlib
 
@@ -125,7 +124,7 @@ def _detection_rows(path, image, outputs, labels, shape, min_score, output_dir):
 
     from toolkit.export.report import draw_detections
 
-    width, height = _original_size(path, shape)
+    width, height = size
     scale = np.array([width / shape[1], height / shape[0]] * 2)
     n = int(outputs["num_detections"][0])
     found = {k: np.asarray(outputs[k][0][:n]) for k in ("boxes", "scores", "classes")}
@@ -141,14 +140,14 @@ def _detection_rows(path, image, outputs, labels, shape, min_score, output_dir):
     return rows + [(path, f"wrote {_write_beside(path, '.detections.png', buffer.getvalue(), output_dir)}")]
 
 
-def _class_map_rows(path, class_map, labels, shape, output_dir):
+def _class_map_rows(path, class_map, size, labels, output_dir):
     """Rows of one image's classes by share of its pixels, largest first, and the palette PNG's path."""
     from PIL import Image
 
     from toolkit.data.segmentation import voc_palette
 
     mask = Image.fromarray(np.asarray(class_map).astype(np.uint8), mode="P")
-    mask = mask.resize(_original_size(path, shape), Image.NEAREST)  # class ids: no interpolation
+    mask = mask.resize(size, Image.NEAREST)  # class ids: no interpolation
     mask.putpalette(voc_palette().tobytes())
     ids, counts = np.unique(np.asarray(mask), return_counts=True)
     rows = [(path, labels[int(ids[i])], float(counts[i] / counts.sum())) for i in np.argsort(-counts, kind="stable")]
@@ -165,8 +164,8 @@ def predict_detection(run_dir, files, fmt="tflite_int8", allow_unsafe=False, min
     model, shape = load_run_model(run_dir, fmt, allow_unsafe)
     rows = []
     for path in files:
-        image = read_image(path, shape, run_dir)
-        rows += _detection_rows(path, image, model(image[None].astype(np.float32)), labels, shape, min_score,
+        image, size = read_image_and_size(path, shape, run_dir)
+        rows += _detection_rows(path, image, size, model(image[None].astype(np.float32)), labels, shape, min_score,
                                 output_dir)  # fmt: skip
     return rows
 
@@ -181,9 +180,9 @@ def predict_segmentation(run_dir, files, fmt="tflite_int8", allow_unsafe=False, 
     model, shape = load_run_model(run_dir, fmt, allow_unsafe)
     rows = []
     for path in files:
-        image = read_image(path, shape, run_dir)
+        image, size = read_image_and_size(path, shape, run_dir)
         class_map = np.asarray(model(image[None].astype(np.float32)))[0]
-        rows += _class_map_rows(path, class_map, labels, shape, output_dir)
+        rows += _class_map_rows(path, class_map, size, labels, output_dir)
     return rows
 
 
@@ -196,14 +195,14 @@ def predict_multitask(run_dir, files, fmt="tflite_int8", allow_unsafe=False, min
     model, shape = load_run_model(run_dir, fmt, allow_unsafe)
     rows = []
     for path in files:
-        image = read_image(path, shape, run_dir)
+        image, size = read_image_and_size(path, shape, run_dir)
         outputs = model(image[None].astype(np.float32))
         outputs = outputs if isinstance(outputs, dict) else {"presence": outputs}
         if "num_detections" in outputs:
-            for row in _detection_rows(path, image, outputs, labels, shape, min_score, output_dir):
+            for row in _detection_rows(path, image, size, outputs, labels, shape, min_score, output_dir):
                 rows.append((path, "detection", *row[1:]) if len(row) == 4 else row)
         if "class_map" in outputs:
-            for row in _class_map_rows(path, outputs["class_map"][0], ["background", *labels], shape, output_dir):
+            for row in _class_map_rows(path, outputs["class_map"][0], size, ["background", *labels], output_dir):
                 rows.append((path, "segmentation", *row[1:], "") if len(row) == 3 else row)
         if "presence" in outputs:
             probabilities = np.asarray(outputs["presence"])[0]
@@ -274,8 +273,7 @@ def predictor_for(recipe):
 
     task = tasks.for_recipe(recipe)
     if task.is_decoder:
-        verb = {"translation": "toolkit translate", "language_model": "toolkit generate"}.get(task.name, "its recipe")
-        raise ToolkitError(f"{recipe} runs decode text: use `{verb}` (toolkit predict serves single-pass tasks)")
+        raise ToolkitError(f"{recipe} runs decode text: use `{task.verb}` (toolkit predict serves single-pass tasks)")
     return task, PREDICTORS[task.name]
 
 
@@ -283,7 +281,7 @@ def expand_inputs(kind, given, text_file=None, stdin=None):
     """The inputs `toolkit predict` was given, expanded: images: a folder gives its image files (sorted), a
     glob its matches, "-" the paths read from stdin; texts: the arguments, the lines of text_file, and "-"
     the lines of stdin. Anything that expands to nothing is one clear line."""
-    from toolkit.data.images import IMAGE_EXTENSIONS
+    from toolkit.data.images import image_files
 
     stdin = stdin or sys.stdin
     found = []
@@ -298,10 +296,7 @@ def expand_inputs(kind, given, text_file=None, stdin=None):
         elif kind != "images":
             found.append(item)
         elif os.path.isdir(item):
-            files = sorted(os.path.join(item, f) for f in os.listdir(item) if f.lower().endswith(IMAGE_EXTENSIONS))
-            if not files:
-                raise ToolkitError(f"{item} holds no images ({', '.join(IMAGE_EXTENSIONS)})")
-            found += files
+            found += image_files(item)
         elif glob.has_magic(item):
             files = sorted(f for f in glob.glob(item) if os.path.isfile(f))
             if not files:

@@ -248,6 +248,14 @@ def check_image_file(path):
         raise ToolkitError(f"{path}: not a readable image ({e})") from None
 
 
+def image_files(folder):
+    """The image files directly in `folder`, sorted by name; one clear line when it holds none."""
+    files = sorted(f for f in os.listdir(folder) if f.lower().endswith(IMAGE_EXTENSIONS))
+    if not files:
+        raise ToolkitError(f"{folder} holds no images ({', '.join(IMAGE_EXTENSIONS)})")
+    return [os.path.join(folder, f) for f in files]
+
+
 def _class_folders(path):
     names = sorted(d for d in os.listdir(path) if os.path.isdir(os.path.join(path, d)) and not d.startswith("."))
     if len(names) < 2:

@@ -285,10 +285,8 @@ def _pairs(path):
     for folder in (images_dir, masks_dir):
         if not os.path.isdir(folder):
             raise ToolkitError(f"segmentation folder {path} needs images/ and masks/ sub-folders; {folder} is missing")
-    files = sorted(f for f in os.listdir(images_dir) if f.lower().endswith(image_data.IMAGE_EXTENSIONS))
-    if not files:
-        raise ToolkitError(f"{images_dir} holds no images ({', '.join(image_data.IMAGE_EXTENSIONS)})")
-    return [(os.path.join(images_dir, f), _mask_file(masks_dir, os.path.splitext(f)[0])) for f in files]
+    files = image_data.image_files(images_dir)
+    return [(f, _mask_file(masks_dir, os.path.splitext(os.path.basename(f))[0])) for f in files]
 
 
 def _mask_file(masks_dir, stem):

@@ -108,5 +108,6 @@ def score(logits, windows):
 TASK = registry.register(registry.DecoderTask(
     name="language_model", recipe="generation", metric=METRIC, build=build, compile=compile, score=score,
     litert_formats=LITERT_FORMATS, parts=parts, evaluate=evaluate, part_names=PARTS, step_part=STEP_PART,
+    verb="toolkit generate",
     description="token ids -> next-token logits (a step part with its recurrent state)",
 ))  # fmt: skip

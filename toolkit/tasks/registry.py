@@ -69,12 +69,13 @@ class DecoderTask(Task):
     """A task verified through a decoding loop: parts(model) -> {part name: keras.Model} (encoder, the
     step run once per token...), evaluate(engines, data) -> (metrics, decoded ids) with one engine
     (Keras or LiteRT) per part; part_names as parts() returns them; step_part: the part whose latency
-    is the per-token cost."""
+    is the per-token cost; verb: the CLI command that decodes with its runs."""
 
     parts: Callable = None
     evaluate: Callable = None
     part_names: tuple = ()
     step_part: str = ""
+    verb: str = ""  # the toolkit command that decodes with its runs (toolkit predict points to it)
 
     @property
     def is_decoder(self):

@@ -151,5 +151,6 @@ def score(token_ids, references, vocabulary):
 TASK = registry.register(registry.DecoderTask(
     name="translation", recipe="translation", metric=METRIC, build=build, compile=compile, score=score,
     litert_formats=LITERT_FORMATS, parts=parts, evaluate=evaluate, part_names=PARTS, step_part=STEP_PART,
+    verb="toolkit translate",
     description="source token ids -> target token ids (encoder + decoder step, greedy or beam)",
 ))  # fmt: skip
