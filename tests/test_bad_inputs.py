@@ -89,6 +89,12 @@ api("export_model with test not (inputs, labels)", lambda: _export(test=np.zeros
 api("export_model with an empty test split", lambda: _export(test=(np.zeros((0, 8)), np.zeros(0))), "no inputs")
 api("export_model without calibration", lambda: _export(calibration=None), "calibration")
 cli("predict with a decoder run", ["predict", "translation", "hello"], "use `toolkit translate`")
+cli("predict with another recipe's run", ["predict", "detection", f"{F}/ok.png", "--run", f"{O}/classification"],
+    "is a classification run, not a detection run", "--run")  # fmt: skip
+cli("predict with a missing run folder", ["predict", "classification", f"{F}/ok.png", "--run", f"{O}/nowhere"],
+    "nowhere: no such run folder")  # fmt: skip
+cli("translate with another recipe's run", ["translate", "hello", "--run", f"{O}/sentiment"],
+    "is a sentiment run, not a translation run")  # fmt: skip
 cli("predict a folder without images", ["predict", "classification", f"{O}", "--run", f"{O}/classification"],
     "holds no images")  # fmt: skip
 cli("predict a glob that matches nothing", ["predict", "classification", f"{F}/nothing*.png", "--run",
@@ -136,7 +142,7 @@ cli("segmentation size not a multiple of 32", [*SEG, "--image-size", "100"], "di
 cli("unknown multi-task head", [*MT, "--heads", "detection,depth"], "unknown head 'depth'")
 cli("malformed head weights", [*MT, "--head-weights", "detection"], "--head-weights", "'detection'")
 cli("predict segmentation a missing image", ["predict", "segmentation", f"{F}/nope.png", "--run",
-    f"{O}/classification", "--format", "keras"], "nope.png: no such image file")  # fmt: skip
+    f"{O}/segmentation", "--format", "keras"], "nope.png: no such image file")  # fmt: skip
 
 # Names
 cli("unknown command", ["trian"], "unknown command 'trian'", "train")
@@ -347,7 +353,7 @@ def _coco(folder):
 def out(tmp_path_factory):
     """Previously saved runs, one per recipe name: no bad input may change a byte of them."""
     root = tmp_path_factory.mktemp("saved")
-    for name in ("classification", "sentiment", "node_classification"):
+    for name in ("classification", "segmentation", "sentiment", "node_classification"):
         _write(f"{root}/{name}/labels.txt", "a\nb\n")
         _write(f"{root}/{name}/report.json", '{"recipe": "%s"}\n' % name)
         _tiny_model(f"{root}/{name}/model.keras")

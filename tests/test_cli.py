@@ -53,3 +53,26 @@ def test_every_single_pass_task_has_a_predictor():
     from toolkit import predict, tasks
 
     assert set(predict.PREDICTORS) == {n for n in tasks.names() if not tasks.get(n).is_decoder}
+
+
+def test_predict_loads_the_run_once_for_every_chunk_of_inputs(tmp_path, monkeypatch, capsys):
+    """Long input lists are predicted in chunks with a progress line each; the model loads once."""
+    import dataclasses
+
+    from toolkit import cli, predict
+
+    loads = []
+
+    def load(run_dir, fmt, allow_unsafe=False):
+        loads.append((run_dir, fmt))
+        return lambda files: [(f, "a", 0.5) for f in files]
+
+    for i in range(5):
+        (tmp_path / f"{i}.png").write_bytes(b"")
+    fake = dataclasses.replace(predict.PREDICTORS["classification"], load=load)
+    monkeypatch.setitem(predict.PREDICTORS, "classification", fake)
+    monkeypatch.setattr(cli, "PROGRESS_CHUNK", 2)
+    assert cli.cmd_predict(["classification", str(tmp_path), "--run", "r", "--format", "keras"]) == 0
+    out, err = capsys.readouterr()
+    assert loads == [("r", "keras")]
+    assert len(out.splitlines()) == 5 and err.splitlines() == ["predicted 2/5", "predicted 4/5", "predicted 5/5"]

@@ -97,9 +97,10 @@ def cmd_predict(argv):
     p.add_argument("--unsafe-load", action="store_true", help=UNSAFE_HELP)
     args = p.parse_args(argv[1:])
     inputs = predict.expand_inputs(predictor.inputs, args.inputs, getattr(args, "file", None))
+    predict_rows = predictor.load(args.run, args.format, allow_unsafe=args.unsafe_load)  # the model loads once
     chunks = [inputs[i : i + PROGRESS_CHUNK] for i in range(0, len(inputs), PROGRESS_CHUNK)] or [inputs]
     for done, chunk in enumerate(chunks, 1):
-        rows = predictor.function(args.run, chunk, args.format, allow_unsafe=args.unsafe_load)
+        rows = predict_rows(chunk)
         if args.json:
             for record in predict.records(rows, predictor):
                 print(json.dumps(record, ensure_ascii=False))

@@ -20,7 +20,7 @@ def load_engines(run_dir, task, fmt="tflite_fp32", threads=2):
 
     choose("format", fmt, FORMATS)
     module = pipeline.task_of(task)
-    run = Run(run_dir)
+    run = Run.of(run_dir, module.recipe)
     if fmt == "keras":
         path = run.require(MODEL_FILE)
         from toolkit import saving
@@ -46,9 +46,9 @@ class Generator:
     def __init__(self, run_dir, fmt="tflite_fp32"):
         from toolkit.data import tokenizer
 
+        self.engines = load_engines(run_dir, "language_model", fmt)  # first: it checks the run's recipe
         self.vocabulary = tokenizer.load_vocabulary(run_dir)
         self.tokenizer = tokenizer.make(self.vocabulary, None)
-        self.engines = load_engines(run_dir, "language_model", fmt)
 
     def __call__(self, prompt, max_tokens, sampler, write=None):
         """Generates `max_tokens` WordPieces after `prompt`; `write(text)` gets the text as it grows."""

@@ -81,12 +81,21 @@ def read_image_and_size(path, shape, intensity=None):
     return (array[..., None] if shape[2] == 1 else array), size
 
 
-def predict_classification(run_dir, files, fmt="tflite_int8", allow_unsafe=False):
-    labels = Run(run_dir).labels("classification")
+def classification_predictor(run_dir, fmt="tflite_int8", allow_unsafe=False):
+    """Loads the run once; the returned function maps image files to rows (file, label, probability)."""
+    run = Run.of(run_dir, "classification")
+    labels = run.labels()
     model, shape = load_run_model(run_dir, fmt, allow_unsafe)
-    batch = np.stack([read_image(f, shape, run_dir) for f in files]).astype(np.float32)
-    probabilities = model(batch)
-    return [(f, labels[int(np.argmax(p))], float(np.max(p))) for f, p in zip(files, probabilities)]
+
+    def predict(files):
+        batch = np.stack([read_image(f, shape, run_dir) for f in files]).astype(np.float32)
+        return [(f, labels[int(np.argmax(p))], float(np.max(p))) for f, p in zip(files, model(batch))]
+
+    return predict
+
+
+def predict_classification(run_dir, files, fmt="tflite_int8", allow_unsafe=False):
+    return classification_predictor(run_dir, fmt, allow_unsafe)(files)
 
 
 class SentimentPredictor:
@@ -95,7 +104,7 @@ class SentimentPredictor:
     def __init__(self, run_dir, fmt="tflite_dynamic", allow_unsafe=False):
         from toolkit.data import tokenizer
 
-        self.labels = Run(run_dir).labels("sentiment")
+        self.labels = Run.of(run_dir, "sentiment").labels()
         vocabulary = tokenizer.load_vocabulary(run_dir)
         self.model, shape = load_run_model(run_dir, fmt, allow_unsafe)
         self.tokenizer = tokenizer.make(vocabulary, shape[0])
@@ -156,83 +165,120 @@ def _class_map_rows(path, class_map, size, labels, output_dir):
     return rows + [(path, f"wrote {_write_beside(path, '.segmentation.png', buffer.getvalue(), output_dir)}")]
 
 
-def predict_detection(run_dir, files, fmt="tflite_int8", allow_unsafe=False, min_score=0.3, output_dir=None):
-    """Detections on the user's images, each drawn to FILE.detections.png (in output_dir, or beside
-    the image). Rows: (file, class name, score, "x1,y1,x2,y2" in the original image's pixels) per
-    detection, then (file, "wrote PATH") for its drawing."""
-    labels = Run(run_dir).labels("detection")
+def detection_predictor(run_dir, fmt="tflite_int8", allow_unsafe=False, min_score=0.3, output_dir=None):
+    """Loads the run once; the returned function gives the detections on the user's images, each drawn to
+    FILE.detections.png (in output_dir, or beside the image). Rows: (file, class name, score,
+    "x1,y1,x2,y2" in the original image's pixels) per detection, then (file, "wrote PATH") for its drawing."""
+    labels = Run.of(run_dir, "detection").labels()
     model, shape = load_run_model(run_dir, fmt, allow_unsafe)
-    rows = []
-    for path in files:
-        image, size = read_image_and_size(path, shape, run_dir)
-        rows += _detection_rows(path, image, size, model(image[None].astype(np.float32)), labels, shape, min_score,
-                                output_dir)  # fmt: skip
-    return rows
+
+    def predict(files):
+        rows = []
+        for path in files:
+            image, size = read_image_and_size(path, shape, run_dir)
+            rows += _detection_rows(path, image, size, model(image[None].astype(np.float32)), labels, shape,
+                                    min_score, output_dir)  # fmt: skip
+        return rows
+
+    return predict
+
+
+def segmentation_predictor(run_dir, fmt="tflite_int8", allow_unsafe=False, output_dir=None):
+    """Loads the run once; the returned function writes the class map of each of the user's images to
+    FILE.segmentation.png (in output_dir, or beside the image) at the image's own size: a palette PNG
+    whose indices are the class ids (PASCAL VOC's colours), so it views as a colour mask and reads back
+    as an index mask (`--data folder:`). Rows: (file, class name, fraction of the image's pixels) per
+    class present, largest first, then (file, "wrote PATH")."""
+    labels = Run.of(run_dir, "segmentation").labels()
+    model, shape = load_run_model(run_dir, fmt, allow_unsafe)
+
+    def predict(files):
+        rows = []
+        for path in files:
+            image, size = read_image_and_size(path, shape, run_dir)
+            class_map = np.asarray(model(image[None].astype(np.float32)))[0]
+            rows += _class_map_rows(path, class_map, size, labels, output_dir)
+        return rows
+
+    return predict
+
+
+def multitask_predictor(run_dir, fmt="tflite_int8", allow_unsafe=False, min_score=0.3, output_dir=None):
+    """Loads the run once; the returned function runs every head of a multi-task run on the user's
+    images, from its one file. Rows: (file, head, class name, value, box) with head "detection" (value:
+    score, box "x1,y1,x2,y2"), "segmentation" (value: share of the pixels, box "") and
+    "classification" (value: probability the class is present, box ""), and (file, "wrote PATH") for
+    the drawings the heads it has make."""
+    labels = Run.of(run_dir, "multitask").labels()
+    model, shape = load_run_model(run_dir, fmt, allow_unsafe)
+
+    def predict(files):
+        rows = []
+        for path in files:
+            image, size = read_image_and_size(path, shape, run_dir)
+            outputs = model(image[None].astype(np.float32))
+            outputs = outputs if isinstance(outputs, dict) else {"presence": outputs}
+            if "num_detections" in outputs:
+                for row in _detection_rows(path, image, size, outputs, labels, shape, min_score, output_dir):
+                    rows.append((path, "detection", *row[1:]) if len(row) == 4 else row)
+            if "class_map" in outputs:
+                for row in _class_map_rows(path, outputs["class_map"][0], size, ["background", *labels], output_dir):
+                    rows.append((path, "segmentation", *row[1:], "") if len(row) == 3 else row)
+            if "presence" in outputs:
+                probabilities = np.asarray(outputs["presence"])[0]
+                rows += [(path, "classification", labels[i], float(probabilities[i]), "")
+                         for i in np.argsort(-probabilities, kind="stable")]  # fmt: skip
+        return rows
+
+    return predict
+
+
+def predict_detection(run_dir, files, fmt="tflite_int8", allow_unsafe=False, min_score=0.3, output_dir=None):
+    return detection_predictor(run_dir, fmt, allow_unsafe, min_score, output_dir)(files)
 
 
 def predict_segmentation(run_dir, files, fmt="tflite_int8", allow_unsafe=False, output_dir=None):
-    """Class maps of the user's images, each written to FILE.segmentation.png (in output_dir, or beside
-    the image) at the image's own size: a palette PNG whose indices are the class ids (PASCAL VOC's
-    colours), so it views as a colour mask and reads back as an index mask (`--data folder:`). Rows:
-    (file, class name, fraction of the image's pixels) per class present, largest first, then
-    (file, "wrote PATH")."""
-    labels = Run(run_dir).labels("segmentation")
-    model, shape = load_run_model(run_dir, fmt, allow_unsafe)
-    rows = []
-    for path in files:
-        image, size = read_image_and_size(path, shape, run_dir)
-        class_map = np.asarray(model(image[None].astype(np.float32)))[0]
-        rows += _class_map_rows(path, class_map, size, labels, output_dir)
-    return rows
+    return segmentation_predictor(run_dir, fmt, allow_unsafe, output_dir)(files)
 
 
 def predict_multitask(run_dir, files, fmt="tflite_int8", allow_unsafe=False, min_score=0.3, output_dir=None):
-    """Every head of a multi-task run on the user's images, from its one file. Rows: (file, head, class
-    name, value, box) with head "detection" (value: score, box "x1,y1,x2,y2"), "segmentation" (value:
-    share of the pixels, box "") and "classification" (value: probability the class is present, box
-    ""), and (file, "wrote PATH") for the drawings the heads it has make."""
-    labels = Run(run_dir).labels("multitask")
-    model, shape = load_run_model(run_dir, fmt, allow_unsafe)
-    rows = []
-    for path in files:
-        image, size = read_image_and_size(path, shape, run_dir)
-        outputs = model(image[None].astype(np.float32))
-        outputs = outputs if isinstance(outputs, dict) else {"presence": outputs}
-        if "num_detections" in outputs:
-            for row in _detection_rows(path, image, size, outputs, labels, shape, min_score, output_dir):
-                rows.append((path, "detection", *row[1:]) if len(row) == 4 else row)
-        if "class_map" in outputs:
-            for row in _class_map_rows(path, outputs["class_map"][0], size, ["background", *labels], output_dir):
-                rows.append((path, "segmentation", *row[1:], "") if len(row) == 3 else row)
-        if "presence" in outputs:
-            probabilities = np.asarray(outputs["presence"])[0]
-            rows += [(path, "classification", labels[i], float(probabilities[i]), "")
-                     for i in np.argsort(-probabilities, kind="stable")]  # fmt: skip
-    return rows
+    return multitask_predictor(run_dir, fmt, allow_unsafe, min_score, output_dir)(files)
+
+
+def node_classification_predictor(run_dir, fmt="tflite_fp32", allow_unsafe=False):
+    """Loads the run once; the returned function gives the classes of the run's own graph's nodes (the
+    graph it was trained and tested on, as stored in its test_data.npz): `nodes` are node indices
+    (0..N-1); none: every node. Rows: (node, class name, probability)."""
+    from toolkit.runs import VERIFY_FILE
+
+    run = Run.of(run_dir, "node_classification")
+    labels = run.labels()
+    model, _ = load_run_model(run_dir, fmt, allow_unsafe)
+    data = np.load(run.require(VERIFY_FILE))
+    inputs = {k[len("input__"):]: data[k].astype(np.float32) for k in data.files if k.startswith("input__")}
+    count = inputs["adjacency"].shape[1]
+    found = []  # every node's class probabilities: one pass over the graph, made on the first call
+
+    def predict(nodes):
+        wanted = []
+        for node in nodes or range(count):
+            try:
+                index = int(node)
+            except ValueError:
+                index = -1
+            if not 0 <= index < count:
+                raise ToolkitError(f"node {node!r}: the run's graph has nodes 0..{count - 1}")
+            wanted.append(index)
+        if not found:
+            found.append(np.asarray(model(inputs))[0])
+        probabilities = found[0]
+        return [(str(i), labels[int(np.argmax(probabilities[i]))], float(np.max(probabilities[i]))) for i in wanted]
+
+    return predict
 
 
 def predict_node_classification(run_dir, nodes, fmt="tflite_fp32", allow_unsafe=False):
-    """Classes of the run's own graph's nodes (the graph it was trained and tested on, as stored in its
-    test_data.npz): `nodes` are node indices (0..N-1); none: every node. Rows: (node, class name,
-    probability)."""
-    from toolkit.runs import VERIFY_FILE
-
-    labels = Run(run_dir).labels("node_classification")
-    model, _ = load_run_model(run_dir, fmt, allow_unsafe)
-    data = np.load(Run(run_dir).require(VERIFY_FILE))
-    inputs = {k[len("input__"):]: data[k].astype(np.float32) for k in data.files if k.startswith("input__")}
-    count = inputs["adjacency"].shape[1]
-    wanted = []
-    for node in nodes or range(count):
-        try:
-            index = int(node)
-        except ValueError:
-            index = -1
-        if not 0 <= index < count:
-            raise ToolkitError(f"node {node!r}: the run's graph has nodes 0..{count - 1}")
-        wanted.append(index)
-    probabilities = np.asarray(model(inputs))[0]
-    return [(str(i), labels[int(np.argmax(probabilities[i]))], float(np.max(probabilities[i]))) for i in wanted]
+    return node_classification_predictor(run_dir, fmt, allow_unsafe)(nodes)
 
 
 # ----- the predictors `toolkit predict` dispatches through -----
@@ -240,10 +286,12 @@ def predict_node_classification(run_dir, nodes, fmt="tflite_fp32", allow_unsafe=
 
 @dataclasses.dataclass(frozen=True)
 class Predictor:
-    """inputs: "images" (files, folders, globs, "-" for paths on stdin), "texts" (arguments, --file with
-    one per line, "-" for stdin) or "nodes"; fields: the names of a prediction row's values after its input."""
+    """load(run_dir, fmt, allow_unsafe=...): reads the run's model and labels once and returns a function
+    from a list of inputs to rows. inputs: "images" (files, folders, globs, "-" for paths on stdin),
+    "texts" (arguments, --file with one per line, "-" for stdin) or "nodes"; fields: the names of a
+    prediction row's values after its input."""
 
-    function: object
+    load: object
     inputs: str
     default_format: str
     fields: tuple
@@ -252,17 +300,17 @@ class Predictor:
 
 
 PREDICTORS = {
-    "classification": Predictor(predict_classification, "images", "tflite_int8", ("label", "probability"),
+    "classification": Predictor(classification_predictor, "images", "tflite_int8", ("label", "probability"),
                                 "image files, folders or globs", one_per_input=True),
-    "text_classification": Predictor(predict_sentiment, "texts", "tflite_dynamic", ("label", "probability"),
+    "text_classification": Predictor(SentimentPredictor, "texts", "tflite_dynamic", ("label", "probability"),
                                      "texts (quote each one)", one_per_input=True),
-    "node_classification": Predictor(predict_node_classification, "nodes", "tflite_fp32", ("label", "probability"),
+    "node_classification": Predictor(node_classification_predictor, "nodes", "tflite_fp32", ("label", "probability"),
                                      "node indices of the run's graph (none: every node)", one_per_input=True),
-    "detection": Predictor(predict_detection, "images", "tflite_int8", ("label", "score", "box"),
+    "detection": Predictor(detection_predictor, "images", "tflite_int8", ("label", "score", "box"),
                            "image files, folders or globs (each drawn to FILE.detections.png)"),
-    "segmentation": Predictor(predict_segmentation, "images", "tflite_int8", ("label", "fraction"),
+    "segmentation": Predictor(segmentation_predictor, "images", "tflite_int8", ("label", "fraction"),
                               "image files, folders or globs (each class map written to FILE.segmentation.png)"),
-    "multitask": Predictor(predict_multitask, "images", "tflite_int8", ("head", "label", "value", "box"),
+    "multitask": Predictor(multitask_predictor, "images", "tflite_int8", ("head", "label", "value", "box"),
                            "image files, folders or globs (drawn to FILE.detections.png / FILE.segmentation.png)"),
 }  # fmt: skip
 

@@ -247,9 +247,10 @@ def read_labels(run_dir, recipe=None):
 # === Reading a finished run ===
 class Run:
     """A finished run folder, read. `Run.load(path)` needs its report.json (what marks a run as
-    finished); `Run(path)` only names its files, for commands that need no more than a model file
-    and its labels or vocabulary (predict, generate), which name the missing file themselves.
-    Loading the model stays with the caller (`toolkit.saving` sits above this module)."""
+    finished); `Run.of(path, recipe)` serves commands that need no more than a model file and its
+    labels or vocabulary (predict, generate): a folder someone assembled by hand without report.json
+    is taken as it is, one whose report names another recipe is refused. Loading the model stays with
+    the caller (`toolkit.saving` sits above this module)."""
 
     def __init__(self, path, report=None):
         self.path = path
@@ -269,6 +270,19 @@ class Run:
         if not isinstance(report, dict):
             raise ToolkitError(f"{file} is not a JSON object: is {path} a finished run folder?")
         return cls(path, report)
+
+    @classmethod
+    def of(cls, path, recipe):
+        """The run at `path` for `recipe`: its report is read when it has one, and must name `recipe`."""
+        if not os.path.isdir(path):
+            raise ToolkitError(f"{path}: no such run folder")
+        if not os.path.isfile(os.path.join(path, REPORT_FILE)):
+            return cls(path, {"recipe": recipe})
+        run = cls.load(path)
+        if run.recipe != recipe:
+            raise ToolkitError(f"{path} is a {run.recipe} run, not a {recipe} run: pass the --run folder of a "
+                               f"{recipe} run")  # fmt: skip
+        return run
 
     def file(self, *parts):
         return os.path.join(self.path, *parts)
