@@ -110,3 +110,19 @@ def test_backbone_weights_from_a_run_load_into_a_new_task_model(finished_run):
     training.load_backbone_weights(backbone, str(finished_run / "backbone.weights.h5"))
     for a, b in zip(backbone.get_weights(), trained.get_weights()):
         np.testing.assert_array_equal(a, b)
+
+
+def test_task_contract(small_images, tmp_path):
+    """The shared task contract (tests/contracts.py) on a tiny classifier: fit, config and .keras
+    round-trips, every format written and scored, LiteRT fp32 scoring what Keras scores."""
+    import keras
+
+    from tests.contracts import run_task_contract
+    from toolkit.tasks import classification
+
+    keras.utils.set_random_seed(SEED)
+    images, labels = small_images
+    model = classification.build("resnet", (32, 32, 3), 3, widths=(8, 8, 16, 16), stem_width=8)
+    classification.compile(model, 3e-3, total_steps=8)
+    run_task_contract("classification", model, (images[:48], labels[:48]), (images[48:], labels[48:]), images[:16],
+                      tmp_path / "run", epochs=2)  # fmt: skip

@@ -76,3 +76,4 @@ def test_predict_loads_the_run_once_for_every_chunk_of_inputs(tmp_path, monkeypa
     out, err = capsys.readouterr()
     assert loads == [("r", "keras")]
     assert len(out.splitlines()) == 5 and err.splitlines() == ["predicted 2/5", "predicted 4/5", "predicted 5/5"]
+

@@ -8,6 +8,7 @@ import pytest
 
 from tests.conftest import SEED, margin, run_cli, run_pyramid_recipe, run_python
 from tests.conftest import tiny_scenes as tiny_scenes_with_masks
+from tests.contracts import run_task_contract
 from toolkit.heads.detection import DetectionDecoder
 from toolkit.tasks import detection
 
@@ -135,21 +136,18 @@ def test_tiny_detector_learns_on_scenes():
 
 @pytest.fixture(scope="module")
 def exported_run(tmp_path_factory):
-    """A tiny trained detector through the shared export path (SavedModel, LiteRT fp32 and int8)."""
-    from toolkit.export import pipeline
-
+    """A tiny trained detector through the task contract and the shared export path (SavedModel, LiteRT
+    fp32 and int8)."""
     keras.utils.set_random_seed(SEED)
     images, truth = tiny_scenes(128, seed=1)
     test_images, test_truth = tiny_scenes(32, seed=0)
     packed = detection.pack_ground_truth(truth, 2)
     targets = detection.encode_targets(packed[..., :4], packed[..., 4].astype(np.int32), (64, 64), 3)
     model = detection.compile(tiny_detector(), 5e-3, total_steps=4 * 8)
-    model.fit(images, {k: np.asarray(v) for k, v in targets.items()}, batch_size=16, epochs=4, verbose=0)
     run = tmp_path_factory.mktemp("detection_run")
-    formats, outputs = pipeline.finish_run(
-        str(run), detection.inference_model(model), "detection", test_images, detection.pack_ground_truth(test_truth),
-        images[:32],
-    )  # fmt: skip
+    train = (images, {k: np.asarray(v) for k, v in targets.items()})
+    _, formats, outputs = run_task_contract("detection", model, train, (test_images, detection.pack_ground_truth(
+        test_truth)), images[:32], run)  # fmt: skip
     return run, formats, outputs
 
 

@@ -97,3 +97,12 @@ def test_bad_generation_input_is_named(tmp_path):
     _fails_with(run_cli("run", "generation", "--data", "shakespeare"), "unknown corpus 'shakespeare'")
     _fails_with(run_cli("run", "generation", "--ngram-orders", "two"), "--ngram-orders")
     _fails_with(run_cli("generate", "hello", "--run", str(tmp_path)), "vocab.txt not found")
+
+
+@pytest.mark.slow
+def test_decoder_task_contract(generation_run, tmp_path):
+    from tests.contracts import run_decoder_contract, zeros_like_inputs
+    from toolkit import saving
+
+    model = saving.load_model(os.path.join(generation_run[1], "model.keras"))
+    run_decoder_contract("language_model", model, zeros_like_inputs(model), tmp_path)

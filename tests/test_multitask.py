@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 
 from tests.conftest import SEED, margin, run_cli, run_pyramid_recipe, tiny_scenes
+from tests.contracts import run_task_contract
 from toolkit.errors import ToolkitError
 from toolkit.tasks import multitask
 
@@ -46,18 +47,17 @@ def exported_run(tmp_path_factory):
     import keras
 
     from toolkit import training
-    from toolkit.export import pipeline
 
     keras.utils.set_random_seed(SEED)
     images, labels = scenes_with_labels(256, seed=1)
     test_images, test_labels = scenes_with_labels(TEST_SCENES, seed=0)
     # the presence head sees a 2x2 P5 of a tiny backbone: a larger loss weight lets it keep up (and tests the weights)
     model = multitask.compile(tiny_multitask(), 5e-3, total_steps=12 * 16, head_weights={"classification": 4.0})
-    history = model.fit(images, targets_of(labels), batch_size=16, epochs=12, verbose=0).history
-    training.recalibrate_batch_norm(model, [images[i : i + 16] for i in range(0, len(images), 16)])
     run = tmp_path_factory.mktemp("multitask_run")
-    formats, outputs = pipeline.finish_run(str(run), multitask.inference_model(model), "multitask", test_images,
-                                           test_labels, images[:32])  # fmt: skip
+    batches = [images[i : i + 16] for i in range(0, len(images), 16)]  # batch norm recomputed as training.fit does
+    history, formats, outputs = run_task_contract("multitask", model, (images, targets_of(labels)),
+                                                  (test_images, test_labels), images[:32], run, epochs=12,
+                                                  after_fit=lambda m: training.recalibrate_batch_norm(m, batches))  # fmt: skip
     trained = {"truth": labels["classification"] > 0.5, "presence": model.predict(images, verbose=0)["presence"]}
     return run, history, formats, outputs, trained
 

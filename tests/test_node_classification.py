@@ -8,11 +8,11 @@ import numpy as np
 import pytest
 
 from tests.conftest import SEED, margin, run_cli
+from tests.contracts import run_backbone_contract
 from tests.test_cli import _fails_with
 from toolkit import backbones
 from toolkit.data import graphs
 from toolkit.errors import ToolkitError
-from toolkit.export import litert
 
 
 def _two_communities(n=24, seed=0):
@@ -47,25 +47,12 @@ def test_graph_backbone_contract(name, tmp_path):
     )
     np.testing.assert_allclose(permuted["sequence"][0], out["sequence"][0][order], atol=1e-5)
 
-    clone = keras.Model.from_config(model.get_config())
-    clone.set_weights(model.get_weights())
-    np.testing.assert_allclose(clone.predict(inputs, verbose=0)["sequence"], out["sequence"], atol=1e-5)
-    model.save(tmp_path / "backbone.keras")
-    loaded = keras.saving.load_model(tmp_path / "backbone.keras", safe_mode=True)
-    np.testing.assert_allclose(loaded.predict(inputs, verbose=0)["sequence"], out["sequence"], atol=1e-5)
+    # The shared contract with a per-node head learning the communities.
+    def head(features):
+        return keras.layers.Dense(2, activation="softmax")(features["sequence"])
 
-    # A per-node head learns the communities.
-    x = {"features": keras.Input((n, 4), name="features"), "adjacency": keras.Input((n, n), name="adjacency")}
-    classifier = keras.Model(x, keras.layers.Dense(2, activation="softmax")(model(x)["sequence"]))
-    classifier.compile(keras.optimizers.Adam(1e-2), "sparse_categorical_crossentropy")
-    history = classifier.fit(inputs, labels[None], epochs=30, verbose=0).history["loss"]
-    margin("loss last/first epoch", history[-1] / history[0], 0.5, trivial=1.0, higher=False)
-
-    litert.export_saved_model(model, str(tmp_path / "saved_model"))
-    (tmp_path / "model.tflite").write_bytes(litert.convert(str(tmp_path / "saved_model")))
-    got = litert.LiteRTModel(str(tmp_path / "model.tflite"))(inputs)
-    expected = model.predict(inputs, verbose=0)["sequence"]
-    assert any(v.shape == expected.shape and np.allclose(v, expected, atol=1e-4) for v in got.values())
+    run_backbone_contract(model, inputs, labels[None], "sequence", head, tmp_path, keras.optimizers.Adam(1e-2),
+                          epochs=30, loss_bar=0.5, batch_size=1)  # fmt: skip
 
 
 def test_embedded_graphs_and_splits():
@@ -134,3 +121,21 @@ def test_bad_graph_options_are_named(tmp_path):
     _fails_with(run_cli("run", "node_classification", "--data", "cora"), "unknown graph data source 'cora'")
     _fails_with(run_cli("run", "node_classification", "--data", "karate", "--labels-per-class", "20"), "too few")
     assert not os.path.exists("saved_models/node_classification/partial")
+
+
+def test_task_contract(tmp_path):
+    """The shared task contract (tests/contracts.py) on the karate club graph: one graph is one input."""
+    from tests.contracts import run_task_contract
+    from toolkit.tasks import node_classification
+
+    keras.utils.set_random_seed(SEED)
+    graph = graphs.karate()
+    split = graphs.semi_supervised_split(graph.labels, labels_per_class=4)
+    inputs = {"features": graph.features[None], "adjacency": graph.adjacency[None]}
+    model = node_classification.build("gcn", num_nodes=34, num_features=graph.features.shape[1], num_classes=2)
+    node_classification.compile(model, learning_rate=1e-2)
+    weights = np.zeros((1, 34), np.float32)
+    weights[0, split["train"]] = 1.0  # the loss counts the labelled nodes only
+    train = (inputs, graph.labels[None].astype(np.int64), weights)
+    test = (inputs, node_classification.masked_labels(graph.labels, split["test"]))
+    run_task_contract("node_classification", model, train, test, inputs, tmp_path / "run", epochs=4, batch_size=1)

@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 from tests.conftest import SEED, margin, run_cli, run_pyramid_recipe, tiny_scenes
+from tests.contracts import run_task_contract
 from toolkit.errors import ToolkitError
 from toolkit.metrics import segmentation as metrics
 from toolkit.tasks import segmentation
@@ -70,19 +71,15 @@ def test_tiny_segmenter_learns_on_scenes():
 
 @pytest.fixture(scope="module")
 def exported_run(tmp_path_factory):
-    """A tiny trained segmenter through the shared export path (SavedModel, LiteRT fp32 and int8)."""
-    from toolkit.export import pipeline
-
+    """A tiny trained segmenter through the task contract and the shared export path (SavedModel, LiteRT
+    fp32 and int8)."""
     keras.utils.set_random_seed(SEED)
     images, masks = tiny_scene_masks(128, seed=1)
     test_images, test_masks = tiny_scene_masks(32, seed=0)
     model = segmentation.compile(tiny_segmenter(), 5e-3, total_steps=4 * 8)
-    model.fit(images, masks, batch_size=16, epochs=4, verbose=0)
     run = tmp_path_factory.mktemp("segmentation_run")
-    formats, outputs = pipeline.finish_run(
-        str(run), segmentation.inference_model(model), "segmentation", test_images, test_masks.astype(np.uint8),
-        images[:32],
-    )  # fmt: skip
+    _, formats, outputs = run_task_contract("segmentation", model, (images, masks),
+                                            (test_images, test_masks.astype(np.uint8)), images[:32], run)  # fmt: skip
     return run, formats, outputs
 
 

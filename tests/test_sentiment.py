@@ -99,3 +99,23 @@ def test_bad_sentiment_options_are_named(tmp_path):
     _fails_with(run_cli("run", "sentiment", "--backbone", "resnet"), "not a text backbone")
     _fails_with(run_cli("run", "sentiment", "--data", f"csv:{tmp_path / 'none.csv'}"), "no such file")
     _fails_with(run_cli("run", "sentiment", "--sequence-length", "0"), "--sequence-length", "positive integer")
+
+
+def test_task_contract(tmp_path):
+    """The shared task contract (tests/contracts.py) on a tiny text classifier over token ids."""
+    import keras
+    import numpy as np
+
+    from tests.contracts import run_task_contract
+    from toolkit.tasks import text_classification
+
+    keras.utils.set_random_seed(SEED)
+    rng = np.random.default_rng(0)
+    tokens = rng.integers(2, 40, (64, 10)).astype(np.int32)
+    tokens[:, 7:][rng.random((64, 3)) < 0.5] = 0  # right padding
+    labels = (tokens == 7).any(axis=1).astype(np.int64)
+    model = text_classification.build("birnn", sequence_length=10, num_classes=2, vocabulary_size=40, width=8,
+                                      embedding_dim=8)  # fmt: skip
+    text_classification.compile(model, 1e-2, total_steps=8)
+    run_task_contract("text_classification", model, (tokens[:48], labels[:48]), (tokens[48:], labels[48:]),
+                      tokens[:16], tmp_path / "run", epochs=2)  # fmt: skip

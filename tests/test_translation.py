@@ -214,3 +214,12 @@ def test_benchmark_all_names_and_leaves_out_decoder_runs(tmp_path):
     done = run_cli("benchmark", "--all", "--output", str(tmp_path))
     assert "not benchmarked (decoder runs" in done.stdout and str(run) in done.stdout
     _fails_with(done, "needs a run folder")
+
+
+@pytest.mark.slow
+def test_decoder_task_contract(translation_run, tmp_path):
+    from tests.contracts import run_decoder_contract, zeros_like_inputs
+    from toolkit import saving
+
+    model = saving.load_model(os.path.join(translation_run[1], "model.keras"))
+    run_decoder_contract("translation", model, zeros_like_inputs(model), tmp_path)
