@@ -12,9 +12,8 @@ import math
 import keras
 
 from toolkit import recipe, tasks, training
-from toolkit.data import images, intensity
-from toolkit.export import pipeline, report
-from toolkit.runs import BACKBONE_WEIGHTS_FILE, write_labels
+from toolkit.data import images
+from toolkit.export import report
 from toolkit.tasks import classification
 
 DEFAULTS = dict(data="fashion_mnist", backbone="resnet", epochs=20, batch_size=128, learning_rate=4e-3)
@@ -52,44 +51,26 @@ def main(argv=None):
     classification.compile(model, args.learning_rate, steps)
     recipe.check_splits(data)  # warns when validation or test is too small to mean much
 
-    with recipe.run_folder(args) as run:
-        history, seconds = training.fit(
-            model, train, validation, args.epochs, run.path, args.patience, recipe.verbosity(args.verbose)
-        )
-        backbone.save_weights(run.file(BACKBONE_WEIGHTS_FILE))
+    with recipe.TrainingRun("classification", args, argv, options) as run:
+        run.fit(model, train, validation)
 
         # Export and verify every format on the whole test split (calibration from the training split).
         test_images, test_labels = data.arrays("test")
-        calibration = data.calibration_images(args.calibration_samples)
-        formats, outputs = pipeline.finish_run(
-            run.path, model, "classification", test_images, test_labels, calibration, args.threads
-        )
+        formats, outputs = run.export(model, test_images, test_labels, data.calibration_images(args.calibration_samples))
 
         matrix = classification.confusion_matrix(outputs, test_labels, len(data.class_names))
         report.plot_confusion(matrix, data.class_names, run.file("confusion_matrix.png"))
-        write_labels(run.path, data.class_names)
-        intensity.save(data.intensity, run.path)  # 16-bit data: the scaling rule predict applies
-        result = recipe.conclude(
-            run,
-            "classification",
-            classification.METRIC,
-            argv,
-            args,
-            options,
+        run.conclude(
             model,
-            formats,
-            seconds,
-            history,
+            class_names=data.class_names,
+            intensity=data.intensity,  # 16-bit data: the scaling rule predict applies
             head="global average pool + dropout + softmax dense on P5",
             dataset=data.source,
             split_sizes=data.sizes,
-            images_per_second=data.sizes["train"] * len(history["loss"]) / seconds,
+            images_per_second=run.examples_per_second(data.sizes["train"]),
             figures=["confusion_matrix.png"],
         )
-    print(report.format_table(result))
-    print(f"wrote {run.final}")
-    return result
-
+    return run.result
 
 if __name__ == "__main__":
     main()

@@ -16,9 +16,7 @@ import keras
 
 from toolkit import recipe, tasks, training
 from toolkit.data import detection as detection_data
-from toolkit.data import intensity
-from toolkit.export import pipeline, report
-from toolkit.runs import BACKBONE_WEIGHTS_FILE, write_labels
+from toolkit.export import report
 from toolkit.tasks import detection
 
 DEFAULTS = dict(data="scenes", backbone="resnet", epochs=12, batch_size=32, learning_rate=3e-3, patience=4)
@@ -67,49 +65,31 @@ def main(argv=None):
                         f"the detector keeps at most {args.max_detections} boxes, so their recall stays below 1",
                         "--max-detections")  # fmt: skip
 
-    with recipe.run_folder(args) as run:
-        history, seconds = training.fit(
-            model, train, validation, args.epochs, run.path, args.patience, recipe.verbosity(args.verbose)
-        )
-        backbone.save_weights(run.file(BACKBONE_WEIGHTS_FILE))
+    with recipe.TrainingRun("detection", args, argv, options) as run:
+        run.fit(model, train, validation)
 
         # The exported model decodes and suppresses inside the graph; every format is scored on the test split.
         detector = detection.inference_model(model, args.max_detections, args.score_threshold, args.iou_threshold)
         test_images, ground_truth = data.ground_truth("test")
         labels = detection.pack_ground_truth(ground_truth)
-        calibration = data.calibration_images(args.calibration_samples)
-        formats, outputs = pipeline.finish_run(
-            run.path, detector, "detection", test_images, labels, calibration, args.threads
-        )
+        formats, outputs = run.export(detector, test_images, labels, data.calibration_images(args.calibration_samples))
 
         report.plot_detections(test_images, outputs, ground_truth, data.class_names, run.file("detections.png"))
-        write_labels(run.path, data.class_names)
-        intensity.save(data.intensity, run.path)  # 16-bit data: the scaling rule predict applies
         per_class = detection.score(outputs, labels, num_classes)["per_class_ap"]
-        result = recipe.conclude(
-            run,
-            "detection",
-            detection.METRIC,
-            argv,
-            args,
-            options,
+        run.conclude(
             detector,
-            formats,
-            seconds,
-            history,
+            class_names=data.class_names,
+            intensity=data.intensity,  # 16-bit data: the scaling rule predict applies
             head=f"FPN ({args.neck_channels} ch) + CenterNet/TTFNet-style heatmap and GIoU edge head at stride 4, "
             "keras.ops decoding and greedy NMS in the graph",
             dataset=data.source,
             split_sizes=data.sizes,
-            images_per_second=data.sizes["train"] * len(history["loss"]) / seconds,
+            images_per_second=run.examples_per_second(data.sizes["train"]),
             per_class_ap={data.class_names[int(k)]: v for k, v in per_class.items()},
             backbone_weights=args.backbone_weights,
             figures=["detections.png"],
         )
-    print(report.format_table(result))
-    print(f"wrote {run.final}")
-    return result
-
+    return run.result
 
 if __name__ == "__main__":
     main()

@@ -19,10 +19,7 @@ import numpy as np
 from toolkit import recipe, training
 from toolkit.data import corpus, tokenizer
 from toolkit.errors import ToolkitError
-from toolkit.export import decoding as export_decoding
-from toolkit.export import report
 from toolkit.metrics import language_model as lm_metrics
-from toolkit.runs import BACKBONE_WEIGHTS_FILE
 from toolkit.tasks import language_model
 
 DEFAULTS = dict(data="pydoc", backbone="causal_rnn", epochs=10, batch_size=128, learning_rate=5e-3, patience=2)
@@ -75,11 +72,8 @@ def main(argv=None):
     best = min(ngram_validation, key=ngram_validation.get)
     ngram_test = lm_metrics.perplexity(ngram[best].negative_log_likelihoods(test_windows))
 
-    with recipe.run_folder(args) as run:
-        history, seconds = training.fit(
-            model, train, validation, args.epochs, run.path, args.patience, recipe.verbosity(args.verbose)
-        )
-        model.get_layer("decoder").save_weights(run.file(BACKBONE_WEIGHTS_FILE))
+    with recipe.TrainingRun("language_model", args, argv, options) as run:
+        history = run.fit(model, train, validation, backbone=model.get_layer("decoder"))
         tokenizer.save_vocabulary(vocabulary, run.path)
         teacher_forced = language_model.score(model.predict(test_windows[:, :-1], verbose=0), test_windows)
 
@@ -87,12 +81,11 @@ def main(argv=None):
         picks = np.linspace(0, len(test_windows) - 1, args.prompts).astype(int)
         test = {"windows": test_windows, "prompts": test_windows[picks, : args.prompt_length],
                 "new_tokens": args.new_tokens}  # fmt: skip
-        formats, _, continuations = export_decoding.finish_run(run.path, model, "language_model", test, args.threads)
+        formats, _, continuations = run.export_decoder(model, test)
         samples = [{"prompt": tokenizer.detokenize(vocabulary, p), "greedy continuation": tokenizer.detokenize(vocabulary, c)}
                    for p, c in list(zip(test["prompts"], continuations))[:6]]  # fmt: skip
-        result = recipe.conclude(
-            run, "generation", language_model.METRIC, argv, args, options, model, formats, seconds, history,
-            head="dense softmax over WordPieces on the causal backbone's sequence", dataset=text.source,
+        run.conclude(
+            model, head="dense softmax over WordPieces on the causal backbone's sequence", dataset=text.source,
             split_sizes={k: int(v.size) for k, v in streams.items()}, sequence_length=length,
             vocabulary_size=len(vocabulary), teacher_forced_perplexity=teacher_forced[language_model.METRIC],
             baselines={"kneser_ney": {"order": best, "validation_perplexity_by_order": ngram_validation,
@@ -101,12 +94,9 @@ def main(argv=None):
             validation_loss=[float(v) for v in history["val_loss"]], patience=args.patience,
             samples=samples,
         )  # fmt: skip
-    print(report.format_table(result))
-    print(f"Kneser-Ney {best}-gram test perplexity {ngram_test:.2f} (validation by order: "
-          + ", ".join(f"{n}: {p:.2f}" for n, p in ngram_validation.items()) + ")")  # fmt: skip
-    print(f"wrote {run.final}")
-    return result
-
+        run.notes.append(f"Kneser-Ney {best}-gram test perplexity {ngram_test:.2f} (validation by order: "
+                         + ", ".join(f"{n}: {p:.2f}" for n, p in ngram_validation.items()) + ")")  # fmt: skip
+    return run.result
 
 def _orders(text):
     try:

@@ -17,10 +17,8 @@ import numpy as np
 
 from toolkit import recipe, tasks, training
 from toolkit.data import detection as detection_data
-from toolkit.data import intensity
 from toolkit.errors import ToolkitError
-from toolkit.export import pipeline, report
-from toolkit.runs import BACKBONE_WEIGHTS_FILE, write_labels
+from toolkit.export import report
 from toolkit.tasks import multitask
 
 DEFAULTS = dict(data="scenes", backbone="resnet", epochs=8, batch_size=32, learning_rate=3e-3, patience=4)
@@ -86,54 +84,36 @@ def main(argv=None):
         recipe.warn_crowded(data.object_counts("test"), MAX_DETECTIONS, "test",
                             f"the detector keeps at most {MAX_DETECTIONS} boxes, so their recall stays below 1")  # fmt: skip
 
-    with recipe.run_folder(args) as run:
-        history, seconds = training.fit(
-            model, train, validation, args.epochs, run.path, args.patience, recipe.verbosity(args.verbose)
-        )
-        backbone.save_weights(run.file(BACKBONE_WEIGHTS_FILE))
+    with recipe.TrainingRun("multitask", args, argv, options) as run:
+        run.fit(model, train, validation)
 
         exported = multitask.inference_model(model, MAX_DETECTIONS)
         test_images, ground_truth = data.ground_truth("test")
         masks = np.stack([e["segmentation_mask"][..., 0] for e in data.test.as_numpy_iterator()]) \
             if "segmentation" in args.heads else None  # fmt: skip
         labels = multitask.labels_from_ground_truth(ground_truth, masks, num_classes, args.heads)
-        calibration = data.calibration_images(args.calibration_samples)
-        formats, outputs = pipeline.finish_run(
-            run.path, exported, "multitask", test_images, labels, calibration, args.threads
-        )
+        formats, outputs = run.export(exported, test_images, labels, data.calibration_images(args.calibration_samples))
 
         if "detection" in args.heads:
             report.plot_detections(test_images, outputs, ground_truth, data.class_names, run.file("detections.png"))
         if "segmentation" in args.heads:
             report.plot_segmentation(test_images, outputs["class_map"], masks, ["background", *data.class_names],
                                      run.file("segmentation.png"))  # fmt: skip
-        write_labels(run.path, data.class_names)
-        intensity.save(data.intensity, run.path)  # 16-bit data: the scaling rule predict applies
-        result = recipe.conclude(
-            run,
-            "multitask",
-            multitask.METRIC,
-            argv,
-            args,
-            options,
+        run.conclude(
             exported,
-            formats,
-            seconds,
-            history,
+            class_names=data.class_names,
+            intensity=data.intensity,  # 16-bit data: the scaling rule predict applies
             heads=list(args.heads),
             head_weights=args.head_weights,
             head_metrics={h: multitask.HEAD_METRICS[h] for h in args.heads},
             head=f"one backbone + FPN ({args.neck_channels} ch) feeding: {', '.join(args.heads)}",
             dataset=data.source,
             split_sizes=data.sizes,
-            images_per_second=data.sizes["train"] * len(history["loss"]) / seconds,
+            images_per_second=run.examples_per_second(data.sizes["train"]),
             backbone_weights=args.backbone_weights,
             outputs=sorted(outputs),
         )
-    print(report.format_table(result))
-    print(f"wrote {run.final}")
-    return result
-
+    return run.result
 
 if __name__ == "__main__":
     main()

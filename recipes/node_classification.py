@@ -15,8 +15,7 @@ import numpy as np
 from toolkit import recipe, tasks, training
 from toolkit.data import graphs
 from toolkit.errors import ToolkitError
-from toolkit.export import pipeline, report
-from toolkit.runs import BACKBONE_WEIGHTS_FILE, write_labels
+from toolkit.export import report
 from toolkit.tasks import node_classification as task
 
 DEFAULTS = dict(data="drosophila", backbone="gcn", epochs=200, learning_rate=1e-2, patience=40)
@@ -80,30 +79,18 @@ def main(argv=None):
         training.load_backbone_weights(tasks.backbone_of(model), args.backbone_weights)
     task.compile(model, args.learning_rate, weight_decay=args.weight_decay)
 
-    with recipe.run_folder(args) as run:
-        history, seconds = training.fit(model, train, validation, args.epochs, run.path, args.patience, verbose=0)
-        tasks.backbone_of(model).save_weights(run.file(BACKBONE_WEIGHTS_FILE))
+    with recipe.TrainingRun("node_classification", args, argv, options) as run:
+        run.fit(model, train, validation)
         test_labels = task.masked_labels(data.labels, split["test"])
-        formats, outputs = pipeline.finish_run(
-            run.path, model, "node_classification", inputs, test_labels, inputs, args.threads
-        )
+        formats, outputs = run.export(model, inputs, test_labels, inputs)
         reference = baselines(data, split)
         predicted = np.argmax(outputs[0], axis=-1)
         report.plot_graph(
             data.adjacency, predicted, data.labels, data.class_names, split["test"], run.file("graph.png")
         )
-        write_labels(run.path, data.class_names)
-        result = recipe.conclude(
-            run,
-            "node_classification",
-            task.METRIC,
-            argv,
-            args,
-            options,
+        run.conclude(
             model,
-            formats,
-            seconds,
-            history,
+            class_names=data.class_names,
             baselines=reference,
             head="dropout + per-node softmax dense on the backbone's node features",
             dataset=data.source,
@@ -112,13 +99,9 @@ def main(argv=None):
             seed=args.seed,
             figures=["graph.png"],
         )
-    print(report.format_table(result))
-    print(
-        "baselines (test accuracy, knob chosen on validation): " + ", ".join(f"{k} {v:g}" for k, v in reference.items())
-    )
-    print(f"wrote {run.final}")
-    return result
-
+        run.notes.append("baselines (test accuracy, knob chosen on validation): "
+                         + ", ".join(f"{k} {v:g}" for k, v in reference.items()))  # fmt: skip
+    return run.result
 
 if __name__ == "__main__":
     main()

@@ -16,10 +16,8 @@ import math
 import keras
 
 from toolkit import recipe, tasks, training
-from toolkit.data import intensity
 from toolkit.data import segmentation as segmentation_data
-from toolkit.export import pipeline, report
-from toolkit.runs import BACKBONE_WEIGHTS_FILE, write_labels
+from toolkit.export import report
 from toolkit.tasks import segmentation
 
 # 8 epochs: about 65 s each on the 2-core CPU (the budget is 10 minutes of training).
@@ -59,49 +57,32 @@ def main(argv=None):
     segmentation.compile(model, args.learning_rate, steps, dice_weight=args.dice_weight)
     recipe.check_splits(data)  # warns when validation or test is too small to mean much
 
-    with recipe.run_folder(args) as run:
-        history, seconds = training.fit(
-            model, train, validation, args.epochs, run.path, args.patience, recipe.verbosity(args.verbose)
-        )
-        backbone.save_weights(run.file(BACKBONE_WEIGHTS_FILE))
+    with recipe.TrainingRun("segmentation", args, argv, options) as run:
+        history = run.fit(model, train, validation)
 
         # The exported model ends in the arg-max (uint8 class map); every format is scored on the test split.
         segmenter = segmentation.inference_model(model)
         test_images, test_masks = data.arrays("test")
-        calibration = data.calibration_images(args.calibration_samples)
-        formats, outputs = pipeline.finish_run(
-            run.path, segmenter, "segmentation", test_images, test_masks, calibration, args.threads
-        )
+        formats, outputs = run.export(segmenter, test_images, test_masks,
+                                      data.calibration_images(args.calibration_samples))  # fmt: skip
 
         report.plot_segmentation(test_images, outputs, test_masks, data.class_names, run.file("segmentation.png"))
-        write_labels(run.path, data.class_names)
-        intensity.save(data.intensity, run.path)  # 16-bit data: the scaling rule predict applies
         per_class = segmentation.score(outputs, test_masks, num_classes)["per_class_iou"]
-        result = recipe.conclude(
-            run,
-            "segmentation",
-            segmentation.METRIC,
-            argv,
-            args,
-            options,
+        run.conclude(
             segmenter,
-            formats,
-            seconds,
-            history,
+            class_names=data.class_names,
+            intensity=data.intensity,  # 16-bit data: the scaling rule predict applies
             head=f"FPN ({args.neck_channels} ch) + {args.head_depth} separable convs at stride 4, bilinear x4 "
             "logits, arg-max to a uint8 class map in the graph",
             dataset=data.source,
             split_sizes=data.sizes,
-            images_per_second=data.sizes["train"] * len(history["loss"]) / seconds,
+            images_per_second=run.examples_per_second(data.sizes["train"]),
             best_val_miou=float(max(history.get("val_miou", [float("nan")]))),
             per_class_iou={data.class_names[int(k)]: v for k, v in per_class.items()},
             backbone_weights=args.backbone_weights,
             figures=["segmentation.png"],
         )
-    print(report.format_table(result))
-    print(f"wrote {run.final}")
-    return result
-
+    return run.result
 
 if __name__ == "__main__":
     main()

@@ -15,8 +15,7 @@ import keras
 
 from toolkit import backbones, recipe, tasks, training
 from toolkit.data import text, tokenizer
-from toolkit.export import pipeline, report
-from toolkit.runs import BACKBONE_WEIGHTS_FILE, write_labels
+from toolkit.export import report
 from toolkit.tasks import text_classification
 
 DEFAULTS = dict(data="rotten_tomatoes", backbone="birnn", epochs=4, batch_size=64, learning_rate=2e-3)
@@ -62,34 +61,20 @@ def main(argv=None):
         model, args.learning_rate, args.epochs * math.ceil(data.sizes["train"] / args.batch_size)
     )
 
-    with recipe.run_folder(args) as run:
-        history, seconds = training.fit(
-            model, train, validation, args.epochs, run.path, args.patience, recipe.verbosity(args.verbose)
-        )
-        backbone.save_weights(run.file(BACKBONE_WEIGHTS_FILE))
+    with recipe.TrainingRun("text_classification", args, argv, options) as run:
+        run.fit(model, train, validation)
         tokenizer.save_vocabulary(vocabulary, run.path)
-        write_labels(run.path, data.class_names)
 
         # Export and verify every format on the whole test split (calibration from the training split).
         test_tokens, test_labels = tokenizer.encode(tokenize, data.test[0]), data.test[1]
         calibration = tokenizer.encode(tokenize, data.train[0][: args.calibration_samples])
-        formats, outputs = pipeline.finish_run(
-            run.path, model, "text_classification", test_tokens, test_labels, calibration, args.threads
-        )
+        formats, outputs = run.export(model, test_tokens, test_labels, calibration)
 
         matrix = text_classification.confusion_matrix(outputs, test_labels, len(data.class_names))
         report.plot_confusion(matrix, data.class_names, run.file("confusion_matrix.png"))
-        result = recipe.conclude(
-            run,
-            "sentiment",
-            text_classification.METRIC,
-            argv,
-            args,
-            options,
+        run.conclude(
             model,
-            formats,
-            seconds,
-            history,
+            class_names=data.class_names,
             head="dropout + softmax dense on the backbone's pooled vector",
             dataset=data.source,
             split_sizes=data.sizes,
@@ -97,10 +82,7 @@ def main(argv=None):
             vocabulary_size=len(vocabulary),
             figures=["confusion_matrix.png"],
         )
-    print(report.format_table(result))
-    print(f"wrote {run.final}")
-    return result
-
+    return run.result
 
 if __name__ == "__main__":
     main()

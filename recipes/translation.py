@@ -17,8 +17,6 @@ import keras
 from toolkit import recipe, training
 from toolkit.data import tokenizer
 from toolkit.data import translation as pairs
-from toolkit.export import decoding as export_decoding
-from toolkit.export import report
 from toolkit.runs import TARGET_VOCABULARY_FILE
 from toolkit.tasks import decoding, translation
 
@@ -54,10 +52,8 @@ def main(argv=None):
                               args.backbone, args.decoder, encoder_options, decoder_options)  # fmt: skip
     translation.compile(model, args.learning_rate, args.epochs * math.ceil(data.sizes["train"] / args.batch_size))
 
-    with recipe.run_folder(args) as run:
-        history, seconds = training.fit(
-            model, train, validation, args.epochs, run.path, args.patience, recipe.verbosity(args.verbose)
-        )
+    with recipe.TrainingRun("translation", args, argv, encoder_options) as run:
+        history = run.fit(model, train, validation, keep_backbone=False)  # two backbones: encoder and decoder
         tokenizer.save_vocabulary(source_vocabulary, run.path)
         tokenizer.save_vocabulary(target_vocabulary, run.path, TARGET_VOCABULARY_FILE)
 
@@ -68,7 +64,7 @@ def main(argv=None):
             "vocabulary": target_vocabulary,
             "max_length": args.target_length,
         }
-        formats, _, decoded = export_decoding.finish_run(run.path, model, "translation", test, args.threads)
+        formats, _, decoded = run.export_decoder(model, test)
 
         # Beam search (KerasHub BeamSampler) on the same Keras parts, for comparison.
         engines = {k: decoding.keras_engine(m) for k, m in translation.parts(model).items()}
@@ -78,20 +74,16 @@ def main(argv=None):
         hypotheses = translation.texts(decoded, target_vocabulary)
         samples = [{"source": s, "reference": r, "greedy": h}
                    for s, r, h in list(zip(data.test[0], data.test[1], hypotheses))[:12]]  # fmt: skip
-        result = recipe.conclude(
-            run, "translation", translation.METRIC, argv, args, encoder_options, model, formats, seconds, history,
-            head="Luong attention over the encoder memory, tanh(W[h; c]), softmax over target WordPieces",
+        run.conclude(
+            model, head="Luong attention over the encoder memory, tanh(W[h; c]), softmax over target WordPieces",
             decoder=args.decoder, decoder_options=decoder_options, dataset=data.source,
             languages=list(data.languages), split_sizes=data.sizes, source_length=args.source_length,
             target_length=args.target_length, vocabulary_sizes=[len(source_vocabulary), len(target_vocabulary)],
             validation_loss=[float(v) for v in history["val_loss"]], patience=args.patience,
             beam_search={"beam_size": args.beam_size, **beam_metrics}, samples=samples,
         )  # fmt: skip
-    print(report.format_table(result))
-    print(f"beam search ({args.beam_size}): " + ", ".join(f"{k} {v:.4f}" for k, v in beam_metrics.items()))
-    print(f"wrote {run.final}")
-    return result
-
+        run.notes.append(f"beam search ({args.beam_size}): " + ", ".join(f"{k} {v:.4f}" for k, v in beam_metrics.items()))
+    return run.result
 
 if __name__ == "__main__":
     main()

@@ -96,7 +96,7 @@ def test_bad_generation_input_is_named(tmp_path):
     _fails_with(run_cli("run", "generation", "--data", f"txt:{bad}"), "bad.txt line 3: not valid UTF-8")
     _fails_with(run_cli("run", "generation", "--data", "shakespeare"), "unknown corpus 'shakespeare'")
     _fails_with(run_cli("run", "generation", "--ngram-orders", "two"), "--ngram-orders")
-    _fails_with(run_cli("generate", "hello", "--run", str(tmp_path)), "vocab.txt not found")
+    _fails_with(run_cli("generate", "hello", "--run", str(tmp_path)), "step_fp32.tflite not found", "finished run")
 
 
 @pytest.mark.slow

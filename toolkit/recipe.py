@@ -211,15 +211,105 @@ def command_line(recipe, argv):
     return shlex.join(["toolkit", "run", recipe, *(sys.argv[3:] if argv is None else argv)])
 
 
-def conclude(run, name, metric, argv, args, options, model, formats, seconds, history, **details):
-    """Every recipe's last step inside its run folder: the training curves, then report.json and
-    report.md (`summary`'s fields and the recipe's own `details`). Returns the report."""
-    from toolkit.export import report
+class TrainingRun:
+    """The steps every recipe shares after building its data and model, in its run folder:
 
-    report.plot_history(history, run.file("training_curves.png"))
-    result = summary(name, metric, argv, args, options, model, formats, seconds, history, **details)
-    report.write_report(run.path, result)
-    return result
+        with recipe.TrainingRun("detection", args, argv, options) as run:
+            history = run.fit(model, train, validation)     # training.fit; keeps the backbone's weights
+            formats, outputs = run.export(detector, test_images, test_labels, calibration)
+            ...                                             # the recipe's own figures, in run.file(...)
+            run.conclude(detector, class_names=..., intensity=..., head=..., dataset=...)
+        return run.result
+
+    task: the registered task (its recipe and metric name the run); args: the parsed flags (the run's
+    config: --output, --name, --epochs, --patience, --verbose, --threads, --resume/--restart...); argv:
+    the command's arguments (report.json's "command"); options: the backbone's options. Leaving the
+    block normally swaps the finished folder in, then prints the report's table, the recipe's
+    `notes` and the folder."""
+
+    def __init__(self, task, args, argv, options):
+        from toolkit import tasks
+
+        self.spec, self.args, self.argv, self.options = tasks.get(task), args, argv, options
+        self.folder = run_folder(args)
+        self.history, self.seconds, self.formats, self.result, self.notes = None, None, None, None, []
+
+    def __enter__(self):
+        self.folder.__enter__()
+        return self
+
+    def __exit__(self, exc_type, exc, tb):
+        handled = self.folder.__exit__(exc_type, exc, tb)
+        if exc_type is None and self.result is not None:
+            from toolkit.export import report
+
+            print(report.format_table(self.result))
+            for note in self.notes:
+                print(note)
+            print(f"wrote {self.folder.final}")
+        return handled
+
+    @property
+    def path(self):
+        return self.folder.path
+
+    @property
+    def final(self):
+        return self.folder.final
+
+    def file(self, *parts):
+        return self.folder.file(*parts)
+
+    def fit(self, model, train, validation, backbone=None, keep_backbone=True):
+        """training.fit in the run folder (resume, early stopping, batch-norm statistics), then the
+        backbone's weights (`backbone`, or the task model's nested one) to backbone.weights.h5 unless
+        keep_backbone is False. Returns the history."""
+        from toolkit import tasks, training
+        from toolkit.runs import BACKBONE_WEIGHTS_FILE
+
+        verbose = verbosity(getattr(self.args, "verbose", "0"))
+        self.history, self.seconds = training.fit(model, train, validation, self.args.epochs, self.path,
+                                                  self.args.patience, verbose)  # fmt: skip
+        if keep_backbone:
+            (backbone or tasks.backbone_of(model)).save_weights(self.file(BACKBONE_WEIGHTS_FILE))
+        return self.history
+
+    def export(self, model, test_inputs, test_labels, calibration):
+        """Every format of a single-pass task written and scored on the whole test split: (formats, Keras outputs)."""
+        from toolkit.export import pipeline
+
+        self.formats, outputs = pipeline.finish_run(self.path, model, self.spec.name, test_inputs, test_labels,
+                                                    calibration, self.args.threads)  # fmt: skip
+        return self.formats, outputs
+
+    def export_decoder(self, model, test):
+        """A decoder's parts written and verified through its decoding loop: (formats, engines, decoded ids)."""
+        from toolkit.export import decoding
+
+        self.formats, engines, decoded = decoding.finish_run(self.path, model, self.spec.name, test, self.args.threads)
+        return self.formats, engines, decoded
+
+    def examples_per_second(self, count):
+        """Training throughput: `count` examples an epoch over the epochs run."""
+        return count * len(self.history["loss"]) / self.seconds
+
+    def conclude(self, model, class_names=None, intensity=None, **details):
+        """The run's last step: labels.txt (class_names), the 16-bit scaling rule predict applies
+        (intensity), the training curves, report.json and report.md (`summary`'s fields and the
+        recipe's `details`). Returns the report (also run.result)."""
+        from toolkit.data import intensity as intensity_rules
+        from toolkit.export import report
+        from toolkit.runs import write_labels
+
+        if class_names is not None:
+            write_labels(self.path, class_names)
+        if intensity is not None:
+            intensity_rules.save(intensity, self.path)
+        report.plot_history(self.history, self.file("training_curves.png"))
+        self.result = summary(self.spec.recipe, self.spec.metric, self.argv, self.args, self.options, model,
+                              self.formats, self.seconds, self.history, **details)  # fmt: skip
+        report.write_report(self.path, self.result)
+        return self.result
 
 
 def summary(name, metric, argv, args, options, model, formats, seconds, history, **details):
