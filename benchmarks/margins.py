@@ -1,6 +1,7 @@
 """The margin audit: every learned-quality test (marker `learned`) over training seeds and kernel paths.
 
     python benchmarks/margins.py [--seeds 10] [--onednn-off-seeds 5] [--cross-backend-seeds 5] [--reuse]
+    python benchmarks/margins.py --rerun tests/test_distribute.py   # after changing a test
 
 Each configuration is one `pytest -m learned` run with TOOLKIT_TEST_SEED (the tests' training seed)
 and TF_ENABLE_ONEDNN_OPTS set; `tests.conftest.margin` records every figure instead of failing
@@ -12,7 +13,8 @@ run with oneDNN on only, over `--cross-backend-seeds` seeds.
 Writes the table to tests/README.md (section "margins"): per figure its bar, what a model that learnt
 nothing scores, and the worst value seen with oneDNN on and off. Configurations already in the log
 (saved_models/margins/log.jsonl) are not run again: an interrupted audit continues where it stopped;
---reuse only rewrites the table from the log.
+--reuse only rewrites the table from the log. --rerun FILE... drops those files' figures from the log
+and measures them again over the same configurations (the other tests' figures are kept).
 """
 
 import argparse
@@ -47,15 +49,18 @@ def read_log(path):
         return [json.loads(line) for line in f if line.strip()]
 
 
-def run_configuration(seed, onednn, marks, log):
+def run_configuration(seed, onednn, marks, log, files=()):
     env = dict(os.environ, TOOLKIT_TEST_SEED=str(seed), TF_ENABLE_ONEDNN_OPTS=onednn, TOOLKIT_MARGIN_LOG=log,
                TF_CPP_MIN_LOG_LEVEL="3")  # fmt: skip
     command = [sys.executable, "-m", "pytest", "-q", "-m", marks, "-n", "2", "--dist", "loadfile", "-p",
-               "no:cacheprovider"]  # fmt: skip
+               "no:cacheprovider", *files]  # fmt: skip
     start = time.perf_counter()
     done = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True)
     tail = done.stdout.strip().splitlines()[-1] if done.stdout.strip() else ""
     failed = [line for line in done.stdout.splitlines() if line.startswith("FAILED")]
+    if files:  # a rerun: the configuration's own record is already in the log
+        print(f"seed {seed} oneDNN {onednn} {' '.join(files)}: {tail}", flush=True)
+        return
     with open(log, "a") as f:  # the configuration's end: an interrupted audit reruns only what has none
         f.write(json.dumps({"config": [seed, onednn, marks], "summary": tail, "failed": failed,
                             "seconds": round(time.perf_counter() - start)}) + "\n")  # fmt: skip
@@ -145,9 +150,17 @@ def main(argv=None):
     p.add_argument("--cross-backend-seeds", type=int, default=5, help="seeds for the jax/torch tests")
     p.add_argument("--log", default=LOG)
     p.add_argument("--reuse", action="store_true", help="only rewrite the table from the log")
+    p.add_argument("--rerun", nargs="+", default=(), metavar="FILE", help="measure these test files again")
     args = p.parse_args(argv)
     os.makedirs(os.path.dirname(args.log), exist_ok=True)
-    if not args.reuse:
+    if args.rerun:
+        files = [os.path.relpath(os.path.abspath(f), ROOT) for f in args.rerun]
+        kept = [r for r in read_log(args.log) if not any(r.get("test", "").startswith(f + "::") for f in files)]
+        with open(args.log, "w") as f:
+            f.writelines(json.dumps(r) + "\n" for r in kept)
+        for seed, onednn, marks in configurations(args.seeds, args.onednn_off_seeds, args.cross_backend_seeds):
+            run_configuration(seed, onednn, marks, args.log, files)
+    elif not args.reuse:
         done = {tuple(r["config"]) for r in read_log(args.log) if "config" in r}
         for seed, onednn, marks in configurations(args.seeds, args.onednn_off_seeds, args.cross_backend_seeds):
             if (seed, onednn, marks) not in done:
