@@ -41,7 +41,7 @@ def main(argv):
     ]  # fmt: skip
     notes = []
     if ratio > 0.8:
-        history = report.get("validation_loss", [])
+        history = report["history"]["val_loss"]
         notes.append(
             f"Perplexity target not met in this run ({report['epochs_run']} epochs of the recipe's {args.epochs}; "
             f"validation loss by epoch {', '.join(f'{v:.3f}' for v in history)}). What would reach it, not measured "

@@ -69,7 +69,7 @@ def main(argv):
                     f"Training-time target not met in this run: {report['epochs_run']} epochs (early stopping, "
                     f"patience {report.get('patience', '?')}) took {report['train_seconds']:.0f} s with the 2 cores "
                     "shared with other training jobs (this one at nice 19). Validation loss by epoch: "
-                    + ", ".join(f"{v:.4f}" for v in report.get("validation_loss", []))
+                    + ", ".join(f"{v:.4f}" for v in report["history"]["val_loss"])
                     + ". An uncontended run, or fewer epochs (--epochs), may meet it; not measured here.",
                     "",
                 ]

@@ -73,7 +73,7 @@ def main(argv=None):
     ngram_test = lm_metrics.perplexity(ngram[best].negative_log_likelihoods(test_windows))
 
     with recipe.TrainingRun("language_model", args, argv, options) as run:
-        history = run.fit(model, train, validation, backbone=model.get_layer("decoder"))
+        run.fit(model, train, validation, backbone=model.get_layer("decoder"))
         tokenizer.save_vocabulary(vocabulary, run.path)
         teacher_forced = language_model.score(model.predict(test_windows[:, :-1], verbose=0), test_windows)
 
@@ -91,7 +91,7 @@ def main(argv=None):
             baselines={"kneser_ney": {"order": best, "validation_perplexity_by_order": ngram_validation,
                                       "perplexity": ngram_test}},
             perplexity_vs_baseline=formats["keras"][language_model.METRIC] / ngram_test - 1,
-            validation_loss=[float(v) for v in history["val_loss"]], patience=args.patience,
+            patience=args.patience,
             samples=samples,
         )  # fmt: skip
         run.notes.append(f"Kneser-Ney {best}-gram test perplexity {ngram_test:.2f} (validation by order: "

@@ -53,7 +53,7 @@ def main(argv=None):
     translation.compile(model, args.learning_rate, args.epochs * math.ceil(data.sizes["train"] / args.batch_size))
 
     with recipe.TrainingRun("translation", args, argv, encoder_options) as run:
-        history = run.fit(model, train, validation, keep_backbone=False)  # two backbones: encoder and decoder
+        run.fit(model, train, validation, keep_backbone=False)  # two backbones: encoder and decoder
         tokenizer.save_vocabulary(source_vocabulary, run.path)
         tokenizer.save_vocabulary(target_vocabulary, run.path, TARGET_VOCABULARY_FILE)
 
@@ -79,7 +79,7 @@ def main(argv=None):
             decoder=args.decoder, decoder_options=decoder_options, dataset=data.source,
             languages=list(data.languages), split_sizes=data.sizes, source_length=args.source_length,
             target_length=args.target_length, vocabulary_sizes=[len(source_vocabulary), len(target_vocabulary)],
-            validation_loss=[float(v) for v in history["val_loss"]], patience=args.patience,
+            patience=args.patience,
             beam_search={"beam_size": args.beam_size, **beam_metrics}, samples=samples,
         )  # fmt: skip
         run.notes.append(f"beam search ({args.beam_size}): " + ", ".join(f"{k} {v:.4f}" for k, v in beam_metrics.items()))

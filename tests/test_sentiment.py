@@ -55,6 +55,10 @@ def test_recipe_learns_and_every_format_verifies(sentiment_run):
     margin("keras accuracy", formats["keras"]["accuracy"], 0.9, trivial=0.5)  # held-out texts, majority rate 0.5
     margin("keras F1", formats["keras"]["f1"], 0.85, trivial=0.67)  # "always positive" on balanced labels
     assert formats["tflite_fp32"]["max_abs_diff"] <= 1e-4
+    baselines = result["baselines"]  # trained in the same run on the same splits (issue 18)
+    assert set(baselines) == {"nbsvm_bigrams", "nbsvm_bigrams_C", "bag_of_wordpieces"}
+    margin("NBSVM-bi baseline accuracy", baselines["nbsvm_bigrams"], 0.9, trivial=0.5)  # polarity words: linear
+    assert 0.0 <= baselines["bag_of_wordpieces"] <= 1.0
     for name in ("tflite_dynamic", "tflite_int8"):
         margin(f"|{name} - keras| accuracy", abs(formats[name]["accuracy"] - formats["keras"]["accuracy"]), 0.05,
                higher=False)  # fmt: skip
@@ -101,8 +105,11 @@ def test_bad_sentiment_options_are_named(tmp_path):
     _fails_with(run_cli("run", "sentiment", "--sequence-length", "0"), "--sequence-length", "positive integer")
 
 
-def test_task_contract(tmp_path):
-    """The shared task contract (tests/contracts.py) on a tiny text classifier over token ids."""
+@pytest.mark.parametrize("ngram_buckets", [0, 64])
+def test_task_contract(tmp_path, ngram_buckets):
+    """The shared task contract (tests/contracts.py) on a tiny text classifier over token ids, alone
+    and with the linear n-gram model beside the backbone (its LiteRT files builtin-only, scoring
+    what Keras scores)."""
     import keras
     import numpy as np
 
@@ -114,8 +121,36 @@ def test_task_contract(tmp_path):
     tokens = rng.integers(2, 40, (64, 10)).astype(np.int32)
     tokens[:, 7:][rng.random((64, 3)) < 0.5] = 0  # right padding
     labels = (tokens == 7).any(axis=1).astype(np.int64)
-    model = text_classification.build("birnn", sequence_length=10, num_classes=2, vocabulary_size=40, width=8,
-                                      embedding_dim=8)  # fmt: skip
+    model = text_classification.build("birnn", sequence_length=10, num_classes=2, vocabulary_size=40,
+                                      ngram_buckets=ngram_buckets, width=8, embedding_dim=8)  # fmt: skip
     text_classification.compile(model, 1e-2, total_steps=8)
     run_task_contract("text_classification", model, (tokens[:48], labels[:48]), (tokens[48:], labels[48:]),
                       tokens[:16], tmp_path / "run", epochs=2)  # fmt: skip
+
+
+def test_ngram_logits_average_one_row_per_unigram_and_hashed_bigram():
+    """NgramLogits by hand: ids 3, 5 then padding -> rows unigram[3], unigram[5] and the bigram
+    bucket (3 * V + 5) mod B over sqrt(3); padding and pairs that touch it add nothing. Its naive-
+    Bayes start alone separates texts whose class a word decides."""
+    import numpy as np
+
+    from toolkit.heads.classification import NgramLogits
+
+    layer = NgramLogits(vocabulary_size=10, num_classes=2, buckets=7)
+    layer.build((None, 4))
+    unigrams = np.arange(20, dtype="float32").reshape(10, 2)
+    bigrams = 100 + np.arange(14, dtype="float32").reshape(7, 2)
+    layer.set_weights([unigrams, bigrams])
+    got = np.asarray(layer(np.array([[3, 5, 0, 0], [0, 0, 0, 0]], "int32")))
+    expected = (unigrams[3] + unigrams[5] + bigrams[(3 * 10 + 5) % 7]) / np.sqrt(3)
+    np.testing.assert_allclose(got[0], expected, rtol=1e-6)
+    np.testing.assert_allclose(got[1], [0.0, 0.0])  # an empty text: no n-gram, zero logits
+
+    rng = np.random.default_rng(0)
+    tokens = rng.integers(3, 10, (40, 4)).astype("int32")
+    tokens[:20, 0], tokens[20:, 0] = 1, 2  # the first word decides the class
+    labels = np.repeat([0, 1], 20)
+    layer.set_naive_bayes(tokens, labels)
+    logits = np.asarray(layer(tokens))
+    assert np.all(np.argmax(logits, axis=1) == labels)
+    np.testing.assert_allclose(logits.sum(axis=1), 0.0, atol=1e-5)  # rows centred over the classes

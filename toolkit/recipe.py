@@ -332,6 +332,8 @@ def summary(name, metric, argv, args, options, model, formats, seconds, history,
         "flops": backbones.count_flops(model),
         "epochs": args.epochs,
         "epochs_run": len(history["loss"]),
+        # every epoch's training and validation figures, so a choice made on validation can be read back
+        "history": {k: [float(v) for v in values] for k, values in history.items()},
         "versions": pipeline.versions(),
         **details,
     }

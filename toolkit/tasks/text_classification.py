@@ -11,7 +11,7 @@ import numpy as np
 
 from toolkit import backbones
 from toolkit.errors import ToolkitError
-from toolkit.heads.classification import probabilities_head
+from toolkit.heads.classification import probabilities_head, wide_and_deep_head
 import toolkit.tasks.classification as classification
 from toolkit.tasks.classification import confusion_matrix  # noqa: F401  (shared with images)
 import toolkit.tasks.registry as registry
@@ -21,9 +21,12 @@ LITERT_FORMATS = ("tflite_fp32", "tflite_dynamic", "tflite_int8")
 
 
 def build(
-    backbone="birnn", sequence_length=64, num_classes=2, vocabulary_size=8000, head_dropout=0.5, **backbone_options
+    backbone="birnn", sequence_length=64, num_classes=2, vocabulary_size=8000, head_dropout=0.5, ngram_buckets=0,
+    **backbone_options,
 ):
-    """token ids (B, T) -> backbone (a nested model named after it) -> pooled -> probabilities."""
+    """token ids (B, T) -> backbone (a nested model named after it) -> pooled -> probabilities.
+    `ngram_buckets` > 0 adds a linear model on the same ids' unigrams and hashed bigrams beside the
+    backbone (`heads.classification.wide_and_deep_head`); 0 keeps the backbone alone."""
     if num_classes < 2:
         raise ToolkitError(f"text classification needs at least 2 classes, got {num_classes}")
     backbones.require_kind(backbone, "text")
@@ -33,7 +36,11 @@ def build(
             f"backbone {backbone!r} takes recurrent state inputs; use a bidirectional or encoder backbone"
         )
     tokens = keras.Input((sequence_length,), dtype="int32", name="tokens")
-    outputs = probabilities_head(feature_model(tokens)["pooled"], num_classes, head_dropout)
+    pooled = feature_model(tokens)["pooled"]
+    if ngram_buckets:
+        outputs = wide_and_deep_head(pooled, tokens, num_classes, vocabulary_size, ngram_buckets, head_dropout)
+    else:
+        outputs = probabilities_head(pooled, num_classes, head_dropout)
     return keras.Model(tokens, outputs, name="text_classifier")
 
 
