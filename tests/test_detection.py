@@ -261,3 +261,22 @@ def test_recipe_and_predict_from_the_command_line(tmp_path):
     keras_done = run_cli("predict", "detection", str(folder / "0.png"), "--run", str(run), "--format", "keras")
     assert keras_done.returncode == 0, keras_done.stderr[-3000:]
     assert keras_done.stdout.splitlines()[0].split("\t")[:2] == done.stdout.splitlines()[0].split("\t")[:2]
+
+
+def test_detection_figure_shows_rgb_pixels_as_they_are():
+    """draw_detections on a float RGB image of 0..255 pixels (as a scaled 16-bit RGB image reaches it):
+    matplotlib would clip floats to 0..1 and show white; the figure must hold the pixels' own values."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    from toolkit.export.report import draw_detections
+
+    image = np.full((8, 8, 3), 100.0, np.float32)
+    fig, ax = plt.subplots()
+    draw_detections(ax, image, {"boxes": [[1, 1, 4, 4]], "scores": [0.9], "classes": [0]}, ["galaxy"])
+    shown = np.asarray(ax.get_images()[0].get_array())
+    plt.close(fig)
+    assert shown.dtype == np.uint8 and int(shown.max()) == 100

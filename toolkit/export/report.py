@@ -164,7 +164,11 @@ def draw_detections(ax, image, detections, class_names, ground_truth=None, min_s
     import matplotlib.pyplot as plt
 
     cmap = plt.get_cmap("tab10")
-    ax.imshow(np.asarray(image)[..., 0] if np.asarray(image).shape[-1] == 1 else image, cmap="gray", vmin=0, vmax=255)
+    image = np.asarray(image)
+    if image.shape[-1] == 1:
+        ax.imshow(image[..., 0], cmap="gray", vmin=0, vmax=255)
+    else:  # matplotlib reads float RGB as 0..1 and ignores vmin/vmax: pixels here are 0..255 (scaled 16-bit too)
+        ax.imshow(np.clip(image, 0, 255).astype(np.uint8))
     for x1, y1, x2, y2 in ground_truth["boxes"] if ground_truth else []:
         ax.add_patch(plt.Rectangle((x1, y1), x2 - x1, y2 - y1, fill=False, ec="white", ls="--", lw=1))
     for (x1, y1, x2, y2), score, cls in zip(detections["boxes"], detections["scores"], detections["classes"]):
