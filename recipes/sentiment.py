@@ -111,9 +111,9 @@ def main(argv=None):
         args.backbone, args.sequence_length, len(data.class_names), len(vocabulary), args.head_dropout,
         args.ngram_buckets, **options,
     )
+    train_tokens = tokenizer.encode(tokenize, data.train[0])  # naive Bayes' start and int8 calibration
     if args.ngram_buckets:  # the n-gram model starts as naive Bayes on the training texts
-        model.get_layer("classification_ngrams").set_naive_bayes(tokenizer.encode(tokenize, data.train[0]),
-                                                                 data.train[1])  # fmt: skip
+        model.get_layer("classification_ngrams").set_naive_bayes(train_tokens, data.train[1])
     backbone = tasks.backbone_of(model)
     if args.backbone_weights:
         training.load_backbone_weights(backbone, args.backbone_weights)
@@ -127,7 +127,7 @@ def main(argv=None):
 
         # Export and verify every format on the whole test split (calibration from the training split).
         test_tokens, test_labels = tokenizer.encode(tokenize, data.test[0]), data.test[1]
-        calibration = tokenizer.encode(tokenize, data.train[0][: args.calibration_samples])
+        calibration = train_tokens[: args.calibration_samples]
         formats, outputs = run.export(model, test_tokens, test_labels, calibration)
 
         nbsvm, cost = nbsvm_bigrams(data)
@@ -139,7 +139,9 @@ def main(argv=None):
             model,
             class_names=data.class_names,
             baselines=reference,
-            head="dropout + softmax dense on the backbone's pooled vector",
+            head="dropout + dense on the backbone's pooled vector"
+            + (f" + naive-Bayes-started n-gram logits ({args.ngram_buckets} buckets)" if args.ngram_buckets else "")
+            + ", softmax",
             dataset=data.source,
             split_sizes=data.sizes,
             sequence_length=args.sequence_length,

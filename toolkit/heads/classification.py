@@ -27,9 +27,8 @@ class NgramLogits(layers.Layer):
     divided by the square root of their number (a long text is more evidence, not proportionally
     more). Gather, multiply, add and floor-mod only, so every LiteRT file keeps builtin ops. The rows
     start at zero, or at naive-Bayes log-count ratios (`set_naive_bayes`, as NBSVM's features are
-    weighted). Why our own layer: Keras' hashing layers
-    hash strings or run outside the graph's integer ops, and the bigram ids must be computed on the
-    token ids that reach the exported model."""
+    weighted). Why our own layer: Keras' hashing layers hash strings or run outside the graph's
+    integer ops, and the bigram ids must be computed on the token ids that reach the exported model."""
 
     def __init__(self, vocabulary_size, num_classes, buckets=65536, **kwargs):
         super().__init__(**kwargs)
@@ -52,10 +51,12 @@ class NgramLogits(layers.Layer):
         return total / ops.sqrt(ops.maximum(count, 1.0))
 
     def ids(self, tokens):
-        """numpy: each text's distinct (unigram id, vocabulary_size + bigram bucket) feature ids."""
-        tokens = np.asarray(tokens, np.int64)
+        """numpy: each text's distinct (unigram id, vocabulary_size + bigram bucket) feature ids, the
+        buckets computed in int32 as `call` computes them (a product past 2**31 wraps the same way)."""
+        tokens = np.asarray(tokens, np.int32)
         first, second = tokens[:, :-1], tokens[:, 1:]
-        buckets = np.where((first > 0) & (second > 0), (first * self.vocabulary_size + second) % self.buckets, -1)
+        buckets = (first * np.int32(self.vocabulary_size) + second) % np.int32(self.buckets)
+        buckets = np.where((first > 0) & (second > 0), buckets, -1)
         return [np.concatenate([np.unique(u[u > 0]), self.vocabulary_size + np.unique(b[b >= 0])])
                 for u, b in zip(tokens, buckets)]  # fmt: skip
 
