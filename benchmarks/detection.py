@@ -112,7 +112,7 @@ def main(argv):
         t = transfer[0]["formats"]["keras"]
         lines += [
             "",
-            f"Transfer (`--backbone-weights` from the classification recipe's `{transfer[1]['backbone']}`, "
+            f"Transfer (`--backbone-preset` from the classification recipe's `{transfer[1]['backbone']}`, "
             f"Fashion-MNIST top-1 {transfer[1]['formats']['keras']['top1']:.4f}), same recipe and budget: "
             f"test mAP@[.5:.95] {t['map']:.4f} (mAP@.5 {t['map50']:.4f}) vs {keras_map:.4f} "
             f"({keras_map50:.4f}) from scratch; {transfer[0]['epochs_run']} epochs in "

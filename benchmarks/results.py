@@ -59,7 +59,7 @@ def run_or_reuse(name, reuse, train):
 
 def classification_backbone(args, reuse):
     """The classification recipe trained with the task's backbone and options
-    (saved_models/classification_for_detection), so its backbone weights fit the task's model."""
+    (saved_models/classification_for_detection), so its backbone preset fits the task's model."""
     from recipes import classification as classification_recipe
 
     name = "classification_for_detection"
@@ -67,17 +67,17 @@ def classification_backbone(args, reuse):
     found = run_or_reuse(
         name, reuse, lambda: classification_recipe.main(argv + ["--name", name, "--output", OUTPUT, "--verbose", "2"])
     )
-    from toolkit.runs import BACKBONE_WEIGHTS_FILE
+    from toolkit.runs import BACKBONE_PRESET_DIR
 
-    return os.path.join(OUTPUT, name, BACKBONE_WEIGHTS_FILE), found
+    return os.path.join(OUTPUT, name, BACKBONE_PRESET_DIR), found
 
 
 def transfer(recipe_module, name, args, argv, reuse):
     """The task's recipe again, from the backbone the classification recipe trained with the task's
     backbone options (`classification_backbone`), saved as saved_models/<name>: (its report, the classifier's)."""
-    weights, classifier = classification_backbone(args, reuse)
+    preset, classifier = classification_backbone(args, reuse)
     found = run_or_reuse(name, reuse, lambda: recipe_module.main(
-        argv + ["--backbone-weights", weights, "--name", name, "--verbose", "2"]))  # fmt: skip
+        argv + ["--backbone-preset", preset, "--name", name, "--verbose", "2"]))  # fmt: skip
     return found, classifier
 
 

@@ -127,7 +127,7 @@ def main(argv):
         t = transfer[0]["formats"]["keras"]
         lines += [
             "",
-            f"Transfer (`--backbone-weights` from the classification recipe's `{transfer[1]['backbone']}` with the same "
+            f"Transfer (`--backbone-preset` from the classification recipe's `{transfer[1]['backbone']}` with the same "
             f"options, Fashion-MNIST top-1 {transfer[1]['formats']['keras']['top1']:.4f}), same recipe and budget: "
             f"test mIoU {t['miou']:.4f} vs {keras_miou:.4f} from scratch; {transfer[0]['epochs_run']} epochs in "
             f"{transfer[0]['train_seconds']:.0f} s.",

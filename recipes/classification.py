@@ -33,7 +33,7 @@ def main(argv=None):
     args = parse_args(argv)
     training.distribute(args.distribute)  # before any model or TensorFlow op
     keras.utils.set_random_seed(args.seed)
-    options = recipe.backbone_options(args.backbone_option, args.backbone)
+    options = recipe.backbone_config(args)
 
     # Data: unbatched (uint8 image, label) splits; the pipeline shuffles, batches, augments, prefetches.
     data = images.load(args.data, image_size=args.image_size, data_dir=args.data_dir, **recipe.split_fractions(args))
@@ -45,8 +45,7 @@ def main(argv=None):
         args.backbone, data.image_shape, len(data.class_names), head_dropout=args.head_dropout, **options
     )
     backbone = tasks.backbone_of(model)
-    if args.backbone_weights:
-        training.load_backbone_weights(backbone, args.backbone_weights)
+    recipe.start_from_preset(backbone, args)
     steps = args.epochs * math.ceil(data.sizes["train"] / args.batch_size)
     classification.compile(model, args.learning_rate, steps)
     recipe.check_splits(data)  # warns when validation or test is too small to mean much

@@ -2,7 +2,7 @@
 
     python recipes/detection.py                        # the embedded default (composed scenes)
     toolkit run detection --data coco:annotations.json,images=photos/ --image-size 256
-    toolkit run detection --backbone-weights saved_models/classification/backbone.weights.h5
+    toolkit run detection --backbone-preset saved_models/classification/backbone
 
 Data -> backbone -> FPN -> anchor-free head -> model.fit on encoded targets; the exported model
 adds box decoding and NMS (keras.ops) and returns fixed-size detections. .keras, SavedModel,
@@ -38,7 +38,7 @@ def main(argv=None):
     args = parse_args(argv)
     training.distribute(args.distribute)  # before any model or TensorFlow op
     keras.utils.set_random_seed(args.seed)
-    options = recipe.backbone_options(args.backbone_option, args.backbone)
+    options = recipe.backbone_config(args)
 
     # Data: unbatched {"image", "boxes" (xyxy pixels), "classes"} splits; training batches carry the
     # head's targets (heatmap peaks and edge distances), encoded inside tf.data.
@@ -54,8 +54,7 @@ def main(argv=None):
     model = detection.build(args.backbone, data.image_shape, num_classes, args.neck_channels, args.head_channels,
                             args.head_depth, **options)  # fmt: skip
     backbone = tasks.backbone_of(model)
-    if args.backbone_weights:
-        training.load_backbone_weights(backbone, args.backbone_weights)
+    recipe.start_from_preset(backbone, args)
     steps = args.epochs * math.ceil(data.sizes["train"] / args.batch_size)
     detection.compile(model, args.learning_rate, steps)
     # Say so, once, when splits are tiny or images hold more objects than training or the detector keeps.
@@ -86,7 +85,6 @@ def main(argv=None):
             split_sizes=data.sizes,
             images_per_second=run.examples_per_second(data.sizes["train"]),
             per_class_ap={data.class_names[int(k)]: v for k, v in per_class.items()},
-            backbone_weights=args.backbone_weights,
             figures=["detections.png"],
         )
     return run.result

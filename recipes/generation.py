@@ -42,7 +42,7 @@ def main(argv=None):
     args = parse_args(argv)
     training.distribute(args.distribute)  # before any model or TensorFlow op
     keras.utils.set_random_seed(args.seed)
-    options = recipe.backbone_options(args.backbone_option, args.backbone)
+    options = recipe.backbone_config(args)
     if args.backbone == "causal_rnn":
         options = {**BACKBONE_DEFAULTS, **options}
     orders = _orders(args.ngram_orders)
@@ -50,18 +50,19 @@ def main(argv=None):
     # Data: paragraphs per split; the vocabulary from the training text only; windows of each stream.
     text = corpus.load(args.data)
     reserved = tokenizer.RESERVED_TOKENS + tokenizer.SEQUENCE_TOKENS
-    vocabulary = tokenizer.train_vocabulary(text.train, args.vocabulary_size, reserved_tokens=reserved)
+    vocabulary = recipe.preset_vocabulary(args) or tokenizer.train_vocabulary(
+        text.train, args.vocabulary_size, reserved_tokens=reserved
+    )
     tokenize = tokenizer.make(vocabulary, None)
     streams = {k: corpus.token_stream(tokenize, getattr(text, k)) for k in corpus.SPLITS}
     length = args.sequence_length
     train_windows = corpus.windows(streams["train"], length, args.stride)
     validation_windows, test_windows = (corpus.windows(streams[k], length) for k in ("validation", "test"))
-    train = _batches(train_windows, args.batch_size, shuffle=True, seed=args.seed)
-    validation = _batches(validation_windows, args.batch_size)
+    train = corpus.batches(train_windows, args.batch_size, shuffle=True, seed=args.seed)
+    validation = corpus.batches(validation_windows, args.batch_size)
 
     model = language_model.build(args.backbone, length, len(vocabulary), **options)
-    if args.backbone_weights:
-        training.load_backbone_weights(model.get_layer("decoder"), args.backbone_weights)
+    recipe.start_from_preset(model.get_layer("decoder"), args)
     language_model.compile(model, args.learning_rate, args.epochs * math.ceil(len(train_windows) / args.batch_size))
 
     # The baseline on the same tokens: Kneser-Ney on the training stream, its order chosen on validation.
@@ -106,15 +107,6 @@ def _orders(text):
     if not orders or orders[0] < 1:
         raise ToolkitError(f"--ngram-orders must be positive integers separated by commas, got {text!r}")
     return orders
-
-
-def _batches(windows, batch_size, shuffle=False, seed=0):
-    import tensorflow as tf
-
-    ds = tf.data.Dataset.from_tensor_slices((windows[:, :-1], windows[:, 1:]))
-    if shuffle:
-        ds = ds.shuffle(len(windows), seed=seed, reshuffle_each_iteration=True)
-    return ds.batch(batch_size).prefetch(tf.data.AUTOTUNE)
 
 
 if __name__ == "__main__":

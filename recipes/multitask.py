@@ -59,7 +59,7 @@ def main(argv=None):
     args = parse_args(argv)
     training.distribute(args.distribute)  # before any model or TensorFlow op
     keras.utils.set_random_seed(args.seed)
-    options = recipe.backbone_options(args.backbone_option, args.backbone)
+    options = recipe.backbone_config(args)
 
     # Data: detection splits that also carry class masks; targets for every head encoded in tf.data.
     data = detection_data.load(args.data, data_dir=args.data_dir, image_size=args.image_size,
@@ -73,8 +73,7 @@ def main(argv=None):
     model = multitask.build(args.backbone, data.image_shape, num_classes, args.heads, args.neck_channels,
                             args.head_channels, args.head_depth, **options)  # fmt: skip
     backbone = tasks.backbone_of(model)
-    if args.backbone_weights:
-        training.load_backbone_weights(backbone, args.backbone_weights)
+    recipe.start_from_preset(backbone, args)
     steps = args.epochs * math.ceil(data.sizes["train"] / args.batch_size)
     multitask.compile(model, args.learning_rate, steps, head_weights=args.head_weights)
     recipe.check_splits(data)  # and, below, images with more objects than training or the detector keeps
@@ -110,7 +109,6 @@ def main(argv=None):
             dataset=data.source,
             split_sizes=data.sizes,
             images_per_second=run.examples_per_second(data.sizes["train"]),
-            backbone_weights=args.backbone_weights,
             outputs=sorted(outputs),
         )
     return run.result

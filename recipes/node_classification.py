@@ -12,7 +12,7 @@ with logistic regression (same features) and label propagation (same graph) as b
 import keras
 import numpy as np
 
-from toolkit import recipe, tasks, training
+from toolkit import recipe, tasks
 from toolkit.data import graphs
 from toolkit.errors import ToolkitError
 from toolkit.export import report
@@ -64,7 +64,7 @@ def main(argv=None):
     if args.distribute:
         raise ToolkitError("node_classification trains on one whole graph per step: there is no batch to split")
     keras.utils.set_random_seed(args.seed)
-    options = recipe.backbone_options(args.backbone_option, args.backbone)
+    options = recipe.backbone_config(args)
 
     data = graphs.load(args.data)
     split = data.split(args.labels_per_class, args.seed)
@@ -75,8 +75,7 @@ def main(argv=None):
     model = task.build(
         args.backbone, data.num_nodes, data.features.shape[1], len(data.class_names), args.head_dropout, **options
     )
-    if args.backbone_weights:
-        training.load_backbone_weights(tasks.backbone_of(model), args.backbone_weights)
+    recipe.start_from_preset(tasks.backbone_of(model), args)
     task.compile(model, args.learning_rate, weight_decay=args.weight_decay)
 
     with recipe.TrainingRun("node_classification", args, argv, options) as run:

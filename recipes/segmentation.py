@@ -3,7 +3,7 @@
     python recipes/segmentation.py                     # the embedded default (composed scenes)
     toolkit run segmentation --data folder:voc_like/ --image-size 256
     toolkit run segmentation --data tfds:my_dataset,classes=3
-    toolkit run segmentation --backbone-weights saved_models/classification/backbone.weights.h5
+    toolkit run segmentation --backbone-preset saved_models/classification/backbone
 
 Data -> backbone -> FPN -> segmentation head -> model.fit on per-pixel class masks (cross-entropy +
 Dice); the exported model adds the arg-max and returns a uint8 class map. .keras, SavedModel,
@@ -37,7 +37,7 @@ def main(argv=None):
     args = parse_args(argv)
     training.distribute(args.distribute)  # before any model or TensorFlow op
     keras.utils.set_random_seed(args.seed)
-    options = recipe.backbone_options(args.backbone_option, args.backbone)
+    options = recipe.backbone_config(args)
     segmentation.check_size((args.image_size, args.image_size) if args.image_size else (32, 32))
 
     # Data: unbatched {"image", "mask"} splits -> (float pixels, int class maps) batches.
@@ -51,8 +51,7 @@ def main(argv=None):
     model = segmentation.build(args.backbone, data.image_shape, num_classes, args.neck_channels, args.head_channels,
                                args.head_depth, **options)  # fmt: skip
     backbone = tasks.backbone_of(model)
-    if args.backbone_weights:
-        training.load_backbone_weights(backbone, args.backbone_weights)
+    recipe.start_from_preset(backbone, args)
     steps = args.epochs * math.ceil(data.sizes["train"] / args.batch_size)
     segmentation.compile(model, args.learning_rate, steps, dice_weight=args.dice_weight)
     recipe.check_splits(data)  # warns when validation or test is too small to mean much
@@ -79,7 +78,6 @@ def main(argv=None):
             images_per_second=run.examples_per_second(data.sizes["train"]),
             best_val_miou=float(max(history.get("val_miou", [float("nan")]))),
             per_class_iou={data.class_names[int(k)]: v for k, v in per_class.items()},
-            backbone_weights=args.backbone_weights,
             figures=["segmentation.png"],
         )
     return run.result

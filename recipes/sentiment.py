@@ -95,13 +95,14 @@ def main(argv=None):
     args = parse_args(argv)
     training.distribute(args.distribute)  # before any model or TensorFlow op
     keras.utils.set_random_seed(args.seed)
-    options = recipe.backbone_options(args.backbone_option, args.backbone)
+    options = recipe.backbone_config(args)
     backbones.require_kind(args.backbone, "text")
 
-    # Data: texts and labels per split; the vocabulary is learned from the training split only.
+    # Data: texts and labels per split; the vocabulary is learned from the training split only (or is
+    # the backbone preset's, whose embedding rows stand for its WordPieces).
     class_names = args.class_names.split(",") if args.class_names else None
     data = text.load(args.data, args.data_dir, args.text_column, args.label_column, class_names)
-    vocabulary = tokenizer.train_vocabulary(data.train[0], args.vocabulary_size)
+    vocabulary = recipe.preset_vocabulary(args) or tokenizer.train_vocabulary(data.train[0], args.vocabulary_size)
     tokenize = tokenizer.make(vocabulary, args.sequence_length)
     train = tokenizer.batches(tokenize, *data.train, args.batch_size, shuffle=True, seed=args.seed)
     validation = tokenizer.batches(tokenize, *data.validation, args.batch_size)
@@ -115,8 +116,7 @@ def main(argv=None):
     if args.ngram_buckets:  # the n-gram model starts as naive Bayes on the training texts
         model.get_layer("classification_ngrams").set_naive_bayes(train_tokens, data.train[1])
     backbone = tasks.backbone_of(model)
-    if args.backbone_weights:
-        training.load_backbone_weights(backbone, args.backbone_weights)
+    recipe.start_from_preset(backbone, args)
     text_classification.compile(
         model, args.learning_rate, args.epochs * math.ceil(data.sizes["train"] / args.batch_size)
     )

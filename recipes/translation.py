@@ -17,6 +17,7 @@ import keras
 from toolkit import recipe, training
 from toolkit.data import tokenizer
 from toolkit.data import translation as pairs
+from toolkit.errors import ToolkitError
 from toolkit.runs import TARGET_VOCABULARY_FILE
 from toolkit.tasks import decoding, translation
 
@@ -38,7 +39,9 @@ def main(argv=None):
     args = parse_args(argv)
     training.distribute(args.distribute)  # before any model or TensorFlow op
     keras.utils.set_random_seed(args.seed)
-    encoder_options = recipe.backbone_options(args.backbone_option, args.backbone)
+    if args.backbone_preset:  # its encoder would need the preset's vocabulary as the source one: not built yet
+        raise ToolkitError("translation does not start from a backbone preset yet: drop --backbone-preset")
+    encoder_options = recipe.backbone_config(args)
     decoder_options = recipe.backbone_options(args.decoder_option, args.decoder)
 
     # Data: sentence pairs; vocabularies learned from the training split only.

@@ -179,8 +179,34 @@ cli(".keras without a config", ["predict", "classification", f"{F}/ok.png", "--r
     "--format", "keras"], "no config.json")  # fmt: skip
 cli(".keras carrying a Lambda", ["predict", "classification", f"{F}/ok.png", "--run", f"{F}/run_lambda",
     "--format", "keras"], "carries Python code", "--unsafe-load")  # fmt: skip
-cli("backbone weights that are not weights", [*CLS, "--data", f"folder:{F}/good", "--backbone", "edgenet",
-    "--backbone-weights", f"{F}/ok.png"], "ok.png does not fit backbone")  # fmt: skip
+
+# Backbone presets (--backbone-preset, toolkit backbones --presets)
+cli("preset folder without config.json", [*CLS, "--backbone-preset", f"{F}/preset_noconfig"],
+    "preset_noconfig is not a backbone preset", "no config.json")  # fmt: skip
+cli("preset that is not a folder", [*CLS, "--backbone-preset", f"{F}/ok.png"], "ok.png is not a folder")
+cli("preset config.json that is not JSON", [*CLS, "--backbone-preset", f"{F}/preset_badjson"],
+    "preset_badjson/config.json is not valid JSON")  # fmt: skip
+cli("preset naming an unknown backbone", [*CLS, "--backbone-preset", f"{F}/preset_unknown"],
+    "config.json names backbone 'vgg99'")  # fmt: skip
+cli("preset with an unknown option", [*CLS, "--backbone-preset", f"{F}/preset_badoption"],
+    "config.json", "has no option depth_multiplier")  # fmt: skip
+cli("preset without weights", [*CLS, "--backbone-preset", f"{F}/preset_noweights"], "has no model.weights.h5")
+cli("preset weights that do not fit its config", [*CLS, "--data", f"folder:{F}/good", "--backbone-preset",
+    f"{F}/preset_misfit"], "preset_misfit/model.weights.h5 does not fit backbone")  # fmt: skip
+cli("preset weights that are not weights", [*CLS, "--data", f"folder:{F}/good", "--backbone-preset",
+    f"{F}/preset_garbage"], "preset_garbage/model.weights.h5 does not fit backbone")  # fmt: skip
+cli("--backbone contradicting the preset", [*CLS, "--backbone", "resnet", "--backbone-preset", f"{F}/preset_ok"],
+    "--backbone resnet contradicts", "'edgenet' backbone")  # fmt: skip
+cli("--backbone-option beside a preset", [*CLS, "--backbone-option", "width=2", "--backbone-preset",
+    f"{F}/preset_ok"], "--backbone-option width=2", "fixes its backbone's options")  # fmt: skip
+cli("KerasHub preset of an unsupported class", [*CLS, "--backbone-preset", f"{F}/preset_hub_bert"],
+    "KerasHub class 'BertBackbone' has no toolkit builder")  # fmt: skip
+cli("text preset without its vocabulary", [*SENT, "--backbone-preset", f"{F}/preset_text_novocab"],
+    "has no assets/vocab.txt")  # fmt: skip
+cli("vision preset for a text recipe", [*SENT, "--data", f"csv:{F}/good.csv", "--backbone-preset", f"{F}/preset_ok"],
+    "'edgenet' is not a text backbone")  # fmt: skip
+cli("list presets in a missing folder", ["backbones", "--presets", f"{F}/nowhere"], "nowhere does not exist")
+cli("list presets where there are none", ["backbones", "--presets", f"{F}/no_images"], "no backbone preset")
 cli("benchmark a folder that is not a run", ["benchmark", f"{F}/good"], "report.json")
 
 
@@ -283,6 +309,7 @@ def files(tmp_path_factory):
         archive.writestr("metadata.json", "{}")
     _tiny_model(f"{f}/run_lambda/model.keras", with_lambda=True)
     _coco(f"{f}/coco")
+    _presets(f)
     for name, mutate in (
         ("seg_size", lambda masks: masks.update({7: np.zeros((16, 16), np.uint8)})),
         ("seg_missing", lambda masks: masks.pop(7)),
@@ -323,6 +350,38 @@ def _tiffs(f):
         for i in range(16):
             _png(f"{f}/mixed_depth/{c}/{c}{i}.png")
     tf.io.write_file(f"{f}/mixed_depth/b/deep.png", tf.io.encode_png(np.full((12, 12, 1), 4000, np.uint16)))
+
+
+def _presets(f):
+    """A real edgenet preset, and broken copies of it."""
+    import shutil
+
+    from toolkit import backbones
+
+    good = backbones.save_preset(f"{f}/preset_ok", backbones.get("edgenet", (32, 32, 3), width=0.25))
+    config = json.load(open(f"{good}/config.json"))
+    os.makedirs(f"{f}/preset_noconfig")
+    shutil.copy(f"{good}/metadata.json", f"{f}/preset_noconfig/")
+    for name, edit in (
+        ("preset_badjson", None),
+        ("preset_unknown", lambda c: c.update(class_name="vgg99")),
+        ("preset_badoption", lambda c: c["config"].update(depth_multiplier=2)),
+        ("preset_misfit", lambda c: c["config"].update(width=0.5)),
+        ("preset_noweights", lambda c: None),
+        ("preset_garbage", lambda c: None),
+        ("preset_hub_bert", lambda c: c.update(module="keras_hub.src.models.bert.bert_backbone",
+                                               class_name="BertBackbone", registered_name="keras_hub>BertBackbone")),
+        ("preset_text_novocab", lambda c: c.update(class_name="birnn", config={"input_shape": [16]})),
+    ):  # fmt: skip
+        shutil.copytree(good, f"{f}/{name}")
+        if edit is None:
+            _write(f"{f}/{name}/config.json", '{"module": "toolkit.backbones", ')
+            continue
+        changed = json.loads(json.dumps(config))
+        edit(changed)
+        _write(f"{f}/{name}/config.json", json.dumps(changed))
+    os.remove(f"{f}/preset_noweights/model.weights.h5")
+    _write(f"{f}/preset_garbage/model.weights.h5", b"not an h5 file")
 
 
 def _coco(folder):

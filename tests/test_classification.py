@@ -43,7 +43,7 @@ def test_recipe_learns_and_every_format_verifies(finished_run):
     margin("|int8 - keras| top-1", abs(report["formats"]["tflite_int8"]["top1"] - keras_top1), 0.03, higher=False)
     assert report["formats"]["tflite_int8"]["size_bytes"] < 0.5 * report["formats"]["tflite_fp32"]["size_bytes"]
     for name in ("model.keras", "model_fp32.tflite", "model_int8.tflite", "labels.txt", "report.md",
-                 "training_curves.png", "confusion_matrix.png", "backbone.weights.h5"):  # fmt: skip
+                 "training_curves.png", "confusion_matrix.png", "backbone/model.weights.h5"):  # fmt: skip
         assert (finished_run / name).is_file(), name
     assert (finished_run / "saved_model" / "saved_model.pb").is_file()
     assert "| tflite_int8 |" in (finished_run / "report.md").read_text()
@@ -81,33 +81,37 @@ def test_predict_reads_the_users_images(finished_run, fashion_small, tmp_path):
 
 
 @pytest.mark.slow
-def test_backbone_weights_transfer_and_bad_weights_keep_the_old_run(finished_run, fashion_small):
+def test_a_preset_whose_weights_do_not_load_keeps_the_old_run(finished_run, fashion_small):
+    import shutil
+
     before = {p: os.path.getmtime(finished_run / p) for p in ("report.json", "model_int8.tflite")}
-    bad = finished_run.parent / "not_weights.h5"
-    bad.write_bytes(b"not an h5 file")
+    bad = finished_run.parent / "broken_preset"
+    shutil.copytree(finished_run / "backbone", bad)
+    (bad / "model.weights.h5").write_bytes(b"not an h5 file")
     done = run_cli(
         "run", "classification", "--data", f"fashion_mnist:{fashion_small}",
         "--data-dir", str(finished_run.parent / "tfds"), "--output", str(finished_run.parent), "--epochs", "1",
-        "--backbone", "resnet",
-        "--backbone-weights", str(bad),
+        "--backbone-preset", str(bad),
     )  # fmt: skip
-    assert done.returncode == 2 and "not_weights.h5" in done.stderr
+    assert done.returncode == 2 and "broken_preset/model.weights.h5 does not fit" in done.stderr
     assert before == {p: os.path.getmtime(finished_run / p) for p in before}
-    assert not [p for p in os.listdir(finished_run.parent) if "staging" in p]
+    assert not [p for p in os.listdir(finished_run.parent) if p.startswith(".")]
 
 
 @pytest.mark.slow
-def test_backbone_weights_from_a_run_load_into_a_new_task_model(finished_run):
+def test_a_runs_backbone_preset_loads_into_a_new_task_model(finished_run):
     import keras
 
-    from toolkit import tasks, training
+    from toolkit import tasks
+    from toolkit.backbones import presets
     from toolkit.tasks import classification
 
     trained = tasks.backbone_of(keras.saving.load_model(finished_run / "model.keras"))
-    fresh = classification.build("resnet", (28, 28, 1), num_classes=5)  # another head, same backbone
+    preset = presets.read(finished_run / "backbone")
+    fresh = classification.build(preset.backbone, (28, 28, 1), num_classes=5, **preset.options)  # another head
     backbone = tasks.backbone_of(fresh)
     assert not all(np.allclose(a, b) for a, b in zip(backbone.get_weights(), trained.get_weights()))
-    training.load_backbone_weights(backbone, str(finished_run / "backbone.weights.h5"))
+    presets.load_weights(backbone, preset)
     for a, b in zip(backbone.get_weights(), trained.get_weights()):
         np.testing.assert_array_equal(a, b)
 

@@ -63,7 +63,8 @@ def test_recipe_learns_and_every_format_verifies(sentiment_run):
         margin(f"|{name} - keras| accuracy", abs(formats[name]["accuracy"] - formats["keras"]["accuracy"]), 0.05,
                higher=False)  # fmt: skip
     for name in ("model.keras", "model_fp32.tflite", "model_dynamic.tflite", "model_int8.tflite", "vocab.txt",
-                 "labels.txt", "report.json", "report.md", "backbone.weights.h5"):  # fmt: skip
+                 "labels.txt", "report.json", "report.md", "backbone/model.weights.h5",
+                 "backbone/assets/vocab.txt"):  # fmt: skip
         assert os.path.isfile(os.path.join(run, name)), name
     with open(os.path.join(run, "report.json")) as f:
         assert json.load(f)["formats"]["tflite_dynamic"]["size_bytes"] < formats["tflite_fp32"]["size_bytes"]
@@ -154,3 +155,24 @@ def test_ngram_logits_average_one_row_per_unigram_and_hashed_bigram():
     logits = np.asarray(layer(tokens))
     assert np.all(np.argmax(logits, axis=1) == labels)
     np.testing.assert_allclose(logits.sum(axis=1), 0.0, atol=1e-5)  # rows centred over the classes
+
+
+@pytest.mark.slow
+def test_a_text_preset_brings_its_vocabulary(sentiment_run, tmp_path):
+    """A sentiment run from another's backbone/ tokenises with the preset's WordPieces (its embedding
+    rows mean them), whatever --vocabulary-size says, and starts from the trained features."""
+    from recipes import sentiment
+
+    first, run = sentiment_run
+    data = os.path.join(os.path.dirname(os.path.dirname(run)), "reviews.jsonl")
+    result = sentiment.main([
+        "--data", f"jsonl:{data}", "--text-column", "review", "--label-column", "verdict",
+        "--sequence-length", "12", "--vocabulary-size", "50", "--epochs", "1", "--batch-size", "16",
+        "--backbone-preset", os.path.join(run, "backbone"), "--output", str(tmp_path), "--verbose", "0",
+        "--calibration-samples", "16", "--seed", str(SEED),
+    ])  # fmt: skip
+    with open(os.path.join(run, "vocab.txt")) as a, open(tmp_path / "sentiment" / "vocab.txt") as b:
+        assert a.read() == b.read()
+    assert result["backbone_options"]["width"] == 16 and result["backbone_preset"] == os.path.join(run, "backbone")
+    # one epoch from the trained backbone already separates the polarity words
+    margin("accuracy after 1 epoch from the preset", result["formats"]["keras"]["accuracy"], 0.8, trivial=0.5)

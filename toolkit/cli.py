@@ -16,9 +16,11 @@ USAGE = """usage: toolkit COMMAND ...
 commands:
   backbones [--input-size N] [--channels C] [--sequence-length T]
                                               list backbones with parameters and FLOPs
+  backbones --presets DIR                     list the backbone presets under DIR (runs' backbone/ too)
   run RECIPE [options]                        train, export and verify a recipe (toolkit run RECIPE --help);
                                               a re-run continues an interrupted one (--resume, --restart)
   train RECIPE [options]                      the same as run
+  pretrain vision|text [options]              pretrain a backbone into a preset folder (then --backbone-preset DIR)
   predict classification IMAGE|FOLDER|GLOB|-... [--run DIR] [--format F] [--json] [--unsafe-load]
   predict sentiment "TEXT"... | --file TEXTS | - [--run DIR] [--format F] [--json]
   predict detection IMAGE...                  boxes, drawn to IMAGE.detections.png
@@ -39,7 +41,10 @@ def cmd_backbones(argv):
     p.add_argument("--channels", type=positive_int, default=3, help="vision: image channels")
     p.add_argument("--sequence-length", type=positive_int, default=64, help="text: tokens per text")
     p.add_argument("--nodes", type=positive_int, default=209, help="graph: nodes (16 features each)")
+    p.add_argument("--presets", default=None, metavar="DIR", help="list the backbone presets under DIR instead")
     args = p.parse_args(argv)
+    if args.presets:
+        return _list_presets(args.presets)
     from toolkit import backbones
 
     shapes = {
@@ -59,6 +64,32 @@ def cmd_backbones(argv):
     return 0
 
 
+def _list_presets(root):
+    """One line per preset folder under `root`: backbone, kind, input, parameters, what trained it
+    on which data, and its test scores (from metadata.json)."""
+    from toolkit.backbones import presets
+
+    found = presets.find(root)
+    if not found:
+        raise ToolkitError(f"no backbone preset (a folder with {presets.CONFIG_FILE}) under {root}")
+    print(f"{'preset':<44} {'backbone':<12} {'kind':<7} {'input':<12} {'params':>10}  trained by / data / scores")
+    for path in found:
+        preset = presets.read(path)
+        meta = preset.metadata
+        scores = meta.get("test") or {k: v for k, v in (meta.get("validation") or {}).items() if "loss" not in k}
+        scored = "test" if meta.get("test") else "validation"
+        test = f"{scored} " + ", ".join(f"{k} {v:.4f}" for k, v in sorted(scores.items())[:3]) if scores else ""
+        data = str(meta.get("data", "?"))
+        data = data if len(data) <= 40 else data[:39] + "…"
+        origin = "KerasHub preset" if preset.keras_hub else f"{meta.get('trained_by', '?')} on {data}"
+        params = f"{meta['parameter_count']:,}" if isinstance(meta.get("parameter_count"), int) else "?"
+        shown = os.path.relpath(path) if not os.path.relpath(path).startswith("..") else path
+        print(f"{shown:<44} {preset.backbone:<12} {preset.kind:<7} "
+              f"{'x'.join(map(str, preset.input_shape)):<12} {params:>10}  "
+              f"{origin}{' / ' + test if test else ''}")  # fmt: skip
+    return 0
+
+
 def _recipes():
     """One recipe per registered task (toolkit.tasks): `toolkit run NAME` runs recipes/NAME.py."""
     from toolkit import tasks
@@ -71,6 +102,17 @@ def cmd_run(argv):
         raise ToolkitError(f"toolkit run needs a recipe: {', '.join(_recipes())}")
     name = choose("recipe", argv[0], _recipes())
     importlib.import_module(f"recipes.{name}").main(argv[1:])
+    return 0
+
+
+PRETRAINING = {"vision": "pretrain_vision", "text": "pretrain_text"}  # `toolkit pretrain KIND` runs recipes/<value>.py
+
+
+def cmd_pretrain(argv):
+    if not argv or argv[0].startswith("-"):
+        raise ToolkitError(f"toolkit pretrain needs a kind: {', '.join(PRETRAINING)}")
+    kind = choose("pretraining", argv[0], PRETRAINING)
+    importlib.import_module(f"recipes.{PRETRAINING[kind]}").main(argv[1:])
     return 0
 
 
@@ -231,6 +273,7 @@ COMMANDS = {
     "backbones": cmd_backbones,
     "run": cmd_run,
     "train": cmd_run,
+    "pretrain": cmd_pretrain,
     "predict": cmd_predict,
     "benchmark": cmd_benchmark,
     "generate": cmd_generate,

@@ -2,6 +2,7 @@
 
 import argparse
 import ast
+import os
 import shlex
 import sys
 
@@ -9,22 +10,59 @@ from toolkit.errors import ToolkitError
 
 
 class ArgumentParser(argparse.ArgumentParser):
-    """argparse that raises ToolkitError (one clear line) instead of printing usage and exiting."""
+    """argparse that raises ToolkitError (one clear line) instead of printing usage and exiting.
+    A recipe's parser (`parser`) also settles the backbone: --backbone-preset's, or --backbone's."""
+
+    backbone_default = None
 
     def error(self, message):
         raise ToolkitError(f"{self.prog}: {message}")
 
+    def parse_args(self, args=None, namespace=None):
+        parsed = super().parse_args(args, namespace)
+        if self.backbone_default is not None:
+            _settle_backbone(parsed, self.backbone_default)
+        return parsed
 
-def parser(name, description, **defaults):
-    p = ArgumentParser(prog=f"toolkit run {name}", description=description)
+
+def _settle_backbone(args, default):
+    """With --backbone-preset, the preset names the backbone and its options: a --backbone or
+    --backbone-option that says otherwise is refused here, before any data is loaded."""
+    if not args.backbone_preset:
+        args.backbone = args.backbone or default
+        return
+    from toolkit.backbones import presets
+
+    preset = presets.read(args.backbone_preset)
+    if args.backbone not in (None, preset.backbone):
+        raise ToolkitError(
+            f"--backbone {args.backbone} contradicts --backbone-preset {args.backbone_preset}, "
+            f"a {preset.backbone!r} backbone: drop one"
+        )
+    if args.backbone_option:
+        raise ToolkitError(
+            f"--backbone-option {args.backbone_option[0]}: the preset {args.backbone_preset} fixes its backbone's "
+            "options (see its config.json)"
+        )
+    args.backbone = preset.backbone
+    args.backbone_preset = preset.path  # absolute: report.json and resume name the same folder from anywhere
+
+
+def parser(name, description, prog=None, **defaults):
+    p = ArgumentParser(prog=prog or f"toolkit run {name}", description=description)
+    p.backbone_default = defaults.get("backbone", "edgenet")
     p.add_argument("--data", default=defaults.get("data"), help="data source (see toolkit.data)")
     p.add_argument("--data-dir", default=None, help="where TFDS keeps prepared datasets")
-    p.add_argument("--backbone", default=defaults.get("backbone", "edgenet"), help="see `toolkit backbones`")
+    p.add_argument("--backbone", default=None, help=f"see `toolkit backbones` (default {p.backbone_default})")
     p.add_argument(
         "--backbone-option", action="append", default=[], metavar="KEY=VALUE",
         help="backbone builder option, e.g. width=0.75 (Python literal values)",
     )  # fmt: skip
-    p.add_argument("--backbone-weights", default=None, help="backbone weights file from another run")
+    p.add_argument(
+        "--backbone-preset", default=None, metavar="DIR",
+        help="start from a backbone preset folder (`toolkit pretrain`, a run's backbone/, a KerasHub preset): "
+        "it names the backbone and its options",
+    )  # fmt: skip
     p.add_argument("--epochs", type=positive_int, default=defaults.get("epochs", 10))
     p.add_argument("--batch-size", type=positive_int, default=defaults.get("batch_size", 128))
     p.add_argument("--learning-rate", type=positive_float, default=defaults.get("learning_rate", 3e-3))
@@ -47,7 +85,7 @@ def parser(name, description, **defaults):
 
 
 # The backbone of every recipe on the FPN neck (detection, segmentation, multitask), so that they share
-# weights (--backbone-weights, the multi-task model) and their benchmarks compare like for like. Wider
+# weights (--backbone-preset, the multi-task model) and their benchmarks compare like for like. Wider
 # low-resolution stages than the classifier's default: telling shirts from pullovers is the hard part
 # of the scenes, and channels at stride 8-32 are cheap next to the stride-4 neck and heads.
 PYRAMID_BACKBONE_OPTIONS = {"resnet": ["widths=(24, 48, 96, 192)", "depths=(1, 1, 2, 2)"]}
@@ -124,7 +162,7 @@ def warn(message, file=None):
 
 def pyramid_defaults(args):
     """Parsed args of a pyramid recipe with the shared backbone's options when none were given."""
-    if not args.backbone_option:
+    if not args.backbone_option and not args.backbone_preset:
         args.backbone_option = list(PYRAMID_BACKBONE_OPTIONS.get(args.backbone, []))
     return args
 
@@ -203,12 +241,47 @@ def backbone_options(pairs, backbone=None):
     return options
 
 
+def backbone_config(args):
+    """The backbone's options for a recipe's parsed flags: the preset's (complete, from its
+    config.json) with --backbone-preset, else --backbone-option's, checked against the builder."""
+    if args.backbone_preset:
+        from toolkit.backbones import presets
+
+        options = dict(presets.read(args.backbone_preset).options)
+        options.pop("vocabulary_size", None)  # a text recipe passes its vocabulary's size: the preset's (checked)
+        return options
+    return backbone_options(args.backbone_option, args.backbone)
+
+
+def start_from_preset(backbone, args):
+    """Loads --backbone-preset's weights into the task model's backbone (a no-op without one)."""
+    if args.backbone_preset:
+        from toolkit.backbones import presets
+
+        presets.load_weights(backbone, args.backbone_preset)
+
+
+def preset_vocabulary(args):
+    """A text preset's vocabulary (its embedding rows' WordPieces), which the run must tokenise with;
+    None without a preset. A vision or graph preset for a text recipe is refused here."""
+    if not args.backbone_preset:
+        return None
+    from toolkit.backbones import presets
+    from toolkit.data import tokenizer
+
+    preset = presets.read(args.backbone_preset)
+    if preset.vocabulary is None:
+        raise ToolkitError(f"--backbone-preset {args.backbone_preset} is a {preset.kind} preset, not a text one")
+    return tokenizer.load_vocabulary(os.path.dirname(preset.vocabulary), os.path.basename(preset.vocabulary))
+
+
 def verbosity(text):
     return text if text == "auto" else int(text)
 
 
-def command_line(recipe, argv):
-    return shlex.join(["toolkit", "run", recipe, *(sys.argv[3:] if argv is None else argv)])
+def command_line(recipe, argv, verb="run"):
+    """The command that made a run, as a user would type it: `toolkit VERB RECIPE ARGS...`."""
+    return shlex.join(["toolkit", verb, recipe, *(sys.argv[3:] if argv is None else argv)])
 
 
 class TrainingRun:
@@ -233,6 +306,7 @@ class TrainingRun:
         self.spec, self.args, self.argv, self.options = tasks.get(task), args, argv, options
         self.folder = run_folder(args)
         self.history, self.seconds, self.formats, self.result, self.notes = None, None, None, None, []
+        self.backbone = None
 
     def __enter__(self):
         self.folder.__enter__()
@@ -261,17 +335,15 @@ class TrainingRun:
         return self.folder.file(*parts)
 
     def fit(self, model, train, validation, backbone=None, keep_backbone=True):
-        """training.fit in the run folder (resume, early stopping, batch-norm statistics), then the
-        backbone's weights (`backbone`, or the task model's nested one) to backbone.weights.h5 unless
-        keep_backbone is False. Returns the history."""
+        """training.fit in the run folder (resume, early stopping, batch-norm statistics). Unless
+        keep_backbone is False, `conclude` writes the trained backbone (`backbone`, or the task
+        model's nested one) as the run's backbone preset, backbone/. Returns the history."""
         from toolkit import tasks, training
-        from toolkit.runs import BACKBONE_WEIGHTS_FILE
 
         verbose = verbosity(getattr(self.args, "verbose", "0"))
         self.history, self.seconds = training.fit(model, train, validation, self.args.epochs, self.path,
                                                   self.args.patience, verbose)  # fmt: skip
-        if keep_backbone:
-            (backbone or tasks.backbone_of(model)).save_weights(self.file(BACKBONE_WEIGHTS_FILE))
+        self.backbone = (backbone or tasks.backbone_of(model)) if keep_backbone else None
         return self.history
 
     def export(self, model, test_inputs, test_labels, calibration):
@@ -308,8 +380,42 @@ class TrainingRun:
         report.plot_history(self.history, self.file("training_curves.png"))
         self.result = summary(self.spec.recipe, self.spec.metric, self.argv, self.args, self.options, model,
                               self.formats, self.seconds, self.history, **details)  # fmt: skip
+        if self.backbone is not None:
+            self.save_backbone_preset(details.get("dataset"))
         report.write_report(self.path, self.result)
         return self.result
+
+    def save_backbone_preset(self, dataset=None):
+        """backbone/: the trained backbone as a preset that another recipe starts from
+        (--backbone-preset), with this run's data, scores and command in its metadata.json."""
+        from toolkit.backbones import presets
+        from toolkit.runs import BACKBONE_PRESET_DIR, VOCABULARY_FILE
+
+        vocabulary = self.file(VOCABULARY_FILE)
+        keras_scores = (self.formats or {}).get("keras", {})
+        presets.save(
+            self.file(BACKBONE_PRESET_DIR), self.backbone, self.args.backbone, self.options,
+            metadata={
+                "trained_by": self.spec.recipe,
+                "data": dataset or getattr(self.args, "data", None),
+                "validation": best_epoch_figures(self.result["history"]),
+                "test": {k: v for k, v in keras_scores.items() if isinstance(v, (int, float))},
+                "started_from": self.args.backbone_preset,
+                "epochs_run": self.result["epochs_run"],
+                "train_seconds": self.seconds,
+                "command": self.result["command"],
+                "versions": self.result["versions"],
+            },
+            vocabulary=vocabulary if os.path.isfile(vocabulary) else None,
+        )  # fmt: skip
+
+
+def best_epoch_figures(history):
+    """The validation figures of the epoch training kept (the lowest val_loss: toolkit.training's
+    early stopping restores it), or of the last epoch where no val_loss was recorded."""
+    losses = history.get("val_loss") or []
+    best = min(range(len(losses)), key=losses.__getitem__) if losses else -1
+    return {k: v[best] for k, v in history.items() if k.startswith("val_") and v}
 
 
 def summary(name, metric, argv, args, options, model, formats, seconds, history, **details):
@@ -328,6 +434,7 @@ def summary(name, metric, argv, args, options, model, formats, seconds, history,
         "formats": formats,
         "backbone": args.backbone,
         "backbone_options": options,
+        "backbone_preset": getattr(args, "backbone_preset", None),  # the preset it started from, if any
         "params": backbones.count_params(model),
         "flops": backbones.count_flops(model),
         "epochs": args.epochs,

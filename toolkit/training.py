@@ -1,4 +1,4 @@
-"""What every recipe's model.fit shares: callbacks, resume after a crash, timing, backbone-weight transfer.
+"""What every recipe's model.fit shares: callbacks, resume after a crash, timing.
 
 Resume: `fit` writes the whole training state at the end of every epoch under `run_dir/resume/`
 (the run's partial folder, which a crash leaves in place and a re-run of the same command finds
@@ -384,13 +384,3 @@ def fit(model, train, validation, epochs, run_dir, patience=3, verbose="auto", d
     os.makedirs(os.path.join(run_dir, "checkpoints"), exist_ok=True)
     model.save_weights(os.path.join(run_dir, "checkpoints", "best.weights.h5"))
     return resume.history, resume.previous_seconds + time.perf_counter() - start
-
-
-def load_backbone_weights(backbone, path):
-    """Loads weights saved from the same backbone (by another recipe) into `backbone`."""
-    if not os.path.isfile(path):
-        raise ToolkitError(f"backbone weights file {path} does not exist")
-    try:
-        backbone.load_weights(path)
-    except Exception as e:  # shape or layer mismatch: say which file and which backbone
-        raise ToolkitError(f"{path} does not fit backbone {backbone.name!r}: {str(e).splitlines()[0]}") from None

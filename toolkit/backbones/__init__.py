@@ -7,6 +7,8 @@ backbones map {"features": (B, N, F), "adjacency": (B, N, N)} to {"sequence": (B
 
 from toolkit.backbones import graph, text, vision  # noqa: F401  (registers the backbones)
 from toolkit.backbones.flops import count_flops, count_params
+from toolkit.backbones.presets import from_preset
+from toolkit.backbones.presets import save as save_preset
 from toolkit.backbones.registry import PYRAMID_LEVELS, entry, get, names, options, register, require_kind
 
 __all__ = [
@@ -14,9 +16,11 @@ __all__ = [
     "count_flops",
     "count_params",
     "entry",
+    "from_preset",
     "get",
     "names",
     "options",
     "register",
     "require_kind",
+    "save_preset",
 ]

@@ -88,6 +88,8 @@ def get(name, input_shape=None, **kwargs):
         input_shape = _check_input_shape(name, input_shape, spec.min_size)
     check_options(name, kwargs)
     model = spec.builder(input_shape=input_shape, **kwargs)
+    # what `presets.save` writes to config.json: the builder and the options it was given
+    model.toolkit_spec = {"name": name, "options": dict(kwargs)}
     if spec.kind in ("text", "graph"):
         check_text_outputs(model, input_shape)
     else:

