@@ -51,9 +51,15 @@ def task_run(task, name, flags, reuse):
 
 
 def headline(task, report):
-    """(metric name, Keras figure, the quantized LiteRT file's figure) of a run."""
+    """(metric name, Keras figure, the quantized LiteRT file's figure) of a run. Generation: perplexity
+    over the same run's best Kneser-Ney (a preset brings its own WordPieces, and perplexities over two
+    vocabularies do not compare; each one's ratio to the n-gram on the same tokens does)."""
     metric = TASKS[task][0]
     formats = report["formats"]
+    if task == "generation":
+        kneser_ney = report["baselines"]["kneser_ney"]["perplexity"]
+        return ("perplexity / Kneser-Ney", formats["keras"][metric] / kneser_ney,
+                formats["tflite_dynamic"][metric] / kneser_ney)  # fmt: skip
     quantized = next((f for f in ("tflite_int8", "tflite_dynamic") if f in formats), None)
     return metric, formats["keras"].get(metric), formats[quantized].get(metric) if quantized else None
 
