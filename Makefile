@@ -47,6 +47,7 @@ benchmark: $(STAMP) data
 	$(PY) benchmarks/multitask.py --reuse
 	$(PY) benchmarks/parity.py
 	$(PY) benchmarks/small_data.py
+	$(PY) benchmarks/transfer.py --tasks detection,segmentation,classification,sentiment,generation
 	$(PY) benchmarks/memory.py
 	$(PY) benchmarks/reliability.py
 

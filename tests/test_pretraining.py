@@ -55,6 +55,8 @@ def test_a_tiny_pretraining_learns_and_its_preset_fits_the_pyramid_tasks(fashion
     from toolkit.backbones import presets
     from toolkit.tasks import detection, segmentation
 
+    # widths of 16, not 8: an 8-channel resnet at 128 px aborted inside oneDNN's training kernels on
+    # AMD EPYC (double free; fine with TF_ENABLE_ONEDNN_OPTS=0), seen with TF 2.21
     done = run_cli(
         "pretrain", "vision", "--data", str(fashion_small), "--output", str(tmp_path), "--canvas", "64",
         "--scenes-per-epoch", "256", "--validation-scenes", "64", "--epochs", "4", "--verbose", "0",

@@ -158,6 +158,7 @@ def test_ngram_logits_average_one_row_per_unigram_and_hashed_bigram():
 
 
 @pytest.mark.slow
+@pytest.mark.learned
 def test_a_text_preset_brings_its_vocabulary(sentiment_run, tmp_path):
     """A sentiment run from another's backbone/ tokenises with the preset's WordPieces (its embedding
     rows mean them), whatever --vocabulary-size says, and starts from the trained features."""
