@@ -59,19 +59,20 @@ def test_a_tiny_pretraining_learns_and_its_preset_fits_the_pyramid_tasks(fashion
     # AMD EPYC (double free; fine with TF_ENABLE_ONEDNN_OPTS=0), seen with TF 2.21
     done = run_cli(
         "pretrain", "vision", "--data", str(fashion_small), "--output", str(tmp_path), "--canvas", "64",
-        "--scenes-per-epoch", "256", "--validation-scenes", "64", "--epochs", "4", "--verbose", "0",
+        "--scenes-per-epoch", "256", "--validation-scenes", "64", "--epochs", "6", "--verbose", "0",
         "--learning-rate", "1e-2", "--backbone-option", "widths=(16,16,32,32)", "--backbone-option", "stem_width=16",
         "--seed", str(SEED),
     )  # fmt: skip
     assert done.returncode == 0, done.stderr[-3000:]
     folder = tmp_path / "pretrain_vision"
     meta = json.loads((folder / "metadata.json").read_text())
-    assert meta["trained_by"] == "pretrain_vision" and meta["scenes_seen"] == 4 * 256
+    assert meta["trained_by"] == "pretrain_vision" and meta["scenes_seen"] == 6 * 256
     assert "test file is not read" in meta["data"] and meta["command"].startswith("toolkit pretrain vision")
-    # the best constant guess (the validation scenes' own class shares, on every cell) scores ~7.0 over
-    # the four probes; 4 short epochs reach ~6.0
+    # over the best constant guess (the validation scenes' own class shares on every cell: 6.8-7.3 over
+    # the four probes, by seed); a model that learnt nothing scores 1
     constant = _constant_guess_loss(fashion_small, SEED + 1)
-    margin("validation loss, 4 probes", min(meta["history"]["val_loss"]), 6.5, trivial=constant, higher=False)
+    margin("validation loss / constant guess's", min(meta["history"]["val_loss"]) / constant, 0.95, trivial=1.0,
+           higher=False)  # fmt: skip
     preset = presets.read(folder)
     assert preset.input_shape == (64, 64, 1) and preset.options["widths"] == (16, 16, 32, 32)
     for model in (detection.build(preset.backbone, (96, 96, 1), 10, 16, 16, 1, **preset.options),
@@ -132,6 +133,7 @@ def test_a_tiny_text_pretraining_gives_a_preset_that_sentiment_starts_from(tmp_p
         "pretrain", "text", "--data", f"txt:{tmp_path / 'text.txt'}", "--output", str(tmp_path), "--epochs", "3",
         "--sequence-length", "16", "--stride", "8", "--vocabulary-size", "120", "--batch-size", "16",
         "--backbone-option", "width=16", "--backbone-option", "embedding_dim=16", "--verbose", "0",
+        "--seed", str(SEED),
     )  # fmt: skip
     assert done.returncode == 0, done.stderr[-3000:]
     preset = presets.read(tmp_path / "pretrain_text")
