@@ -2,7 +2,7 @@
 
     python recipes/detection.py                        # the embedded default (composed scenes)
     toolkit run detection --data coco:annotations.json,images=photos/ --image-size 256
-    toolkit run detection --backbone-preset saved_models/classification/backbone
+    toolkit run detection --backbone-preset saved_models/pretrain_vision   # after toolkit pretrain vision
 
 Data -> backbone -> FPN -> anchor-free head -> model.fit on encoded targets; the exported model
 adds box decoding and NMS (keras.ops) and returns fixed-size detections. .keras, SavedModel,

@@ -3,7 +3,7 @@
     python recipes/segmentation.py                     # the embedded default (composed scenes)
     toolkit run segmentation --data folder:voc_like/ --image-size 256
     toolkit run segmentation --data tfds:my_dataset,classes=3
-    toolkit run segmentation --backbone-preset saved_models/classification/backbone
+    toolkit run segmentation --backbone-preset saved_models/pretrain_vision   # after toolkit pretrain vision
 
 Data -> backbone -> FPN -> segmentation head -> model.fit on per-pixel class masks (cross-entropy +
 Dice); the exported model adds the arg-max and returns a uint8 class map. .keras, SavedModel,
