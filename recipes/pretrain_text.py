@@ -13,16 +13,12 @@ that sentiment fine-tunes from under its classifier, and generation under its so
 """
 
 import math
-import os
 
 import keras
 import numpy as np
 
 from toolkit import recipe, training
-from toolkit.backbones import presets
 from toolkit.data import corpus, tokenizer
-from toolkit.export import report
-from toolkit.runs import VOCABULARY_FILE
 from toolkit.tasks import language_model
 
 DEFAULTS = dict(data="pretraining", backbone="causal_rnn", epochs=10, batch_size=128, learning_rate=5e-3, patience=2)
@@ -65,31 +61,20 @@ def main(argv=None):
     steps = args.epochs * math.ceil(len(train_windows) / args.batch_size)
     language_model.compile(model, args.learning_rate, steps)
 
-    with recipe.run_folder(args) as folder:
-        history, seconds = training.fit(model, train, validation, args.epochs, folder.path, args.patience,
-                                        recipe.verbosity(args.verbose))  # fmt: skip
-        report.plot_history(history, folder.file("training_curves.png"))
-        tokenizer.save_vocabulary(vocabulary, folder.path)
-        best = recipe.best_epoch_figures(history)
-        presets.write(folder.path, decoder, vocabulary=folder.file(VOCABULARY_FILE), metadata={
-            "trained_by": "pretrain_text",
+    def describe(history):
+        return {
             "data": f"{args.data}: " + ("Rotten Tomatoes training snippets + plot summaries, pydoc and Hamlet "
                                         "training paragraphs; no scored text" if args.data == "pretraining" else
                                         "its training split"),
             "objective": "next-WordPiece prediction (causal language model), teacher-forced windows",
             "tokens": {k: int(v.size) for k, v in streams.items()},
             "vocabulary_size": len(vocabulary),
-            "validation": {**best, "perplexity": float(np.exp(best["val_loss"]))},
-            "history": {k: [float(v) for v in values] for k, values in history.items()},
-            "epochs_run": len(history["loss"]),
-            "train_seconds": seconds,
-            "started_from": args.backbone_preset,
-            "command": recipe.command_line("text", argv, verb="pretrain"),
-        })  # fmt: skip
-    final = os.path.join(args.output, args.name)
-    print(f"validation perplexity {np.exp(best['val_loss']):.2f} (teacher-forced windows), {seconds:.0f} s of training")
-    print(f"wrote the backbone preset {final}")
-    return presets.read(final)
+            "validation": {"perplexity": float(np.exp(recipe.best_epoch_figures(history)["val_loss"]))},
+        }  # fmt: skip
+
+    preset, _ = recipe.pretrain("text", args, argv, model, decoder, train, validation, describe, vocabulary)
+    print(f"validation perplexity {preset.metadata['validation']['perplexity']:.2f} (teacher-forced windows)")
+    return preset
 
 
 if __name__ == "__main__":

@@ -14,15 +14,12 @@ figures and the time it took) that every vision recipe starts from.
 """
 
 import math
-import os
 
 import keras
 
 from toolkit import recipe, tasks, training
-from toolkit.backbones import presets
 from toolkit.data import fashion_mnist, scenes
 from toolkit.errors import ToolkitError
-from toolkit.export import report
 from toolkit.tasks import pretraining
 
 DEFAULTS = dict(data=fashion_mnist.DEFAULT_SOURCE, backbone="resnet", epochs=8, batch_size=32, learning_rate=3e-3,
@@ -69,28 +66,17 @@ def main(argv=None):
     steps = args.epochs * math.ceil(args.scenes_per_epoch / args.batch_size)
     pretraining.compile(model, args.learning_rate, steps, args.weight_decay)
 
-    with recipe.run_folder(args) as folder:
-        verbose = recipe.verbosity(args.verbose)
-        history, seconds = training.fit(model, train, validation, args.epochs, folder.path, args.patience, verbose)
-        report.plot_history(history, folder.file("training_curves.png"))
-        presets.write(folder.path, backbone, metadata={
-            "trained_by": "pretrain_vision",
+    def describe(history):
+        return {
             "data": f"Fashion Scenes composed afresh each pass from Fashion-MNIST train[:{cut}] ({args.data}); "
                     f"validation: {args.validation_scenes} scenes of train[{cut}:]; the test file is not read",
             "objective": "per-cell class shares (background + 10 garments) on P2..P5, 1x1 softmax probes",
             "canvas": args.canvas,
             "scenes_seen": args.scenes_per_epoch * len(history["loss"]),
-            "validation": recipe.best_epoch_figures(history),
-            "history": {k: [float(v) for v in values] for k, values in history.items()},
-            "epochs_run": len(history["loss"]),
-            "train_seconds": seconds,
-            "started_from": args.backbone_preset,
-            "command": recipe.command_line("vision", argv, verb="pretrain"),
-        })  # fmt: skip
-    final = os.path.join(args.output, args.name)
-    print(f"validation: {recipe.best_epoch_figures(history)}")
-    print(f"wrote the backbone preset {final} ({seconds:.0f} s of training)")
-    return presets.read(final)
+        }  # fmt: skip
+
+    preset, _ = recipe.pretrain("vision", args, argv, model, backbone, train, validation, describe)
+    return preset
 
 
 if __name__ == "__main__":

@@ -410,6 +410,49 @@ class TrainingRun:
         )  # fmt: skip
 
 
+def pretrain(kind, args, argv, model, backbone, train, validation, describe, vocabulary=None):
+    """What both `toolkit pretrain` recipes share: training.fit in the run folder (resume, early
+    stopping), the curves, and the backbone written as a preset into the folder, which is swapped in
+    whole. describe(history) -> the recipe's own metadata (a "validation" entry adds to the best
+    epoch's figures); vocabulary: a text backbone's
+    WordPieces (saved as vocab.txt and copied into assets/). Returns (the preset, the history)."""
+    from toolkit import training
+    from toolkit.backbones import presets
+    from toolkit.export import report
+
+    with run_folder(args) as folder:
+        history, seconds = training.fit(model, train, validation, args.epochs, folder.path, args.patience,
+                                        verbosity(args.verbose))  # fmt: skip
+        report.plot_history(history, folder.file("training_curves.png"))
+        vocabulary_file = None
+        if vocabulary is not None:
+            from toolkit.data import tokenizer
+            from toolkit.runs import VOCABULARY_FILE
+
+            tokenizer.save_vocabulary(vocabulary, folder.path)
+            vocabulary_file = folder.file(VOCABULARY_FILE)
+        own = describe(history)
+        presets.write(folder.path, backbone, vocabulary=vocabulary_file, metadata={
+            "trained_by": f"pretrain_{kind}",
+            **own,
+            "validation": {**best_epoch_figures(history), **own.get("validation", {})},
+            "history": plain_history(history),
+            "epochs_run": len(history["loss"]),
+            "train_seconds": seconds,
+            "started_from": args.backbone_preset,
+            "command": command_line(kind, argv, verb="pretrain"),
+        })  # fmt: skip
+    final = os.path.join(args.output, args.name)
+    print(f"validation: {best_epoch_figures(history)}")
+    print(f"wrote the backbone preset {final} ({seconds:.0f} s of training)")
+    return presets.read(final), history
+
+
+def plain_history(history):
+    """Every epoch's training and validation figures as JSON floats (report.json, a preset's metadata)."""
+    return {k: [float(v) for v in values] for k, values in history.items()}
+
+
 def best_epoch_figures(history):
     """The validation figures of the epoch training kept (the lowest val_loss: toolkit.training's
     early stopping restores it), or of the last epoch where no val_loss was recorded."""
@@ -440,7 +483,7 @@ def summary(name, metric, argv, args, options, model, formats, seconds, history,
         "epochs": args.epochs,
         "epochs_run": len(history["loss"]),
         # every epoch's training and validation figures, so a choice made on validation can be read back
-        "history": {k: [float(v) for v in values] for k, values in history.items()},
+        "history": plain_history(history),
         "versions": pipeline.versions(),
         **details,
     }

@@ -147,16 +147,7 @@ class RunFolder:
         """The training state goes, then one atomic exchange puts the new folder in place of the old."""
         shutil.rmtree(os.path.join(self.partial, RESUME_DIR), ignore_errors=True)
         crash_point("commit")
-        if os.path.exists(self.final):
-            if _exchange(self.partial, self.final):
-                shutil.rmtree(self.partial, ignore_errors=True)  # now holds the old run
-            else:  # no renameat2: the old folder steps aside, the new one takes its name
-                old = tempfile.mkdtemp(prefix=f".{self.name}.old-", dir=self.root)
-                os.rename(self.final, os.path.join(old, self.name))
-                os.rename(self.partial, self.final)
-                shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.rename(self.partial, self.final)
+        replace_folder(self.partial, self.final)
         self.path = self.final
 
     def _unlock(self):
@@ -206,6 +197,22 @@ def _exchange(a, b):
     if ctypes.get_errno() in (errno.EINVAL, errno.ENOSYS, errno.ENOTSUP):
         return False
     raise OSError(ctypes.get_errno(), os.strerror(ctypes.get_errno()), b)
+
+
+def replace_folder(new, final):
+    """Puts the complete folder `new` in place of `final` (or at it, when there is none) in one atomic
+    exchange (Linux renameat2), or two renames elsewhere; the old folder is removed afterwards."""
+    if os.path.exists(final):
+        if _exchange(new, final):
+            shutil.rmtree(new, ignore_errors=True)  # now holds the old folder
+        else:  # no renameat2: the old folder steps aside, the new one takes its name
+            name = os.path.basename(final)
+            old = tempfile.mkdtemp(prefix=f".{name}.old-", dir=os.path.dirname(final))
+            os.rename(final, os.path.join(old, name))
+            os.rename(new, final)
+            shutil.rmtree(old, ignore_errors=True)
+    else:
+        os.rename(new, final)
 
 
 def write_atomic(path, data):

@@ -25,6 +25,7 @@ import warnings
 
 import toolkit.backbones.registry as registry
 from toolkit.errors import ToolkitError
+from toolkit.runs import replace_folder
 
 CONFIG_FILE = "config.json"
 WEIGHTS_FILE = "model.weights.h5"
@@ -169,7 +170,8 @@ def from_preset(path, input_shape=None):
 
 def save(path, backbone, name=None, options=None, metadata=None, vocabulary=None):
     """Writes `backbone` as a preset folder at `path`, whole or not at all (a folder beside it, then
-    one rename; an existing preset is replaced only once the new one is complete). See `write`."""
+    swapped in as a run folder is; an existing preset is replaced only once the new one is complete).
+    See `write`."""
     path = os.path.abspath(path)
     parent = os.path.dirname(path)
     os.makedirs(parent, exist_ok=True)
@@ -177,13 +179,7 @@ def save(path, backbone, name=None, options=None, metadata=None, vocabulary=None
     try:
         write(staging, backbone, name, options, metadata, vocabulary)
         os.chmod(staging, 0o755)  # mkdtemp makes owner-only folders
-        if os.path.exists(path):
-            old = tempfile.mkdtemp(prefix=f".{os.path.basename(path)}.old-", dir=parent)
-            os.rename(path, os.path.join(old, "preset"))
-            os.rename(staging, path)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.rename(staging, path)
+        replace_folder(staging, path)  # the run folder's own swap
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
