@@ -82,7 +82,10 @@ def main(argv=None):
         picks = np.linspace(0, len(test_windows) - 1, args.prompts).astype(int)
         test = {"windows": test_windows, "prompts": test_windows[picks, : args.prompt_length],
                 "new_tokens": args.new_tokens}  # fmt: skip
-        formats, _, continuations = run.export_decoder(model, test)
+        # Training windows the integer step files are calibrated on in `toolkit benchmark`.
+        some = train_windows[np.linspace(0, len(train_windows) - 1, 32).astype(int)]
+        calibration = {"windows": some, "prompts": some[:8, : args.prompt_length], "new_tokens": args.new_tokens}
+        formats, _, continuations = run.export_decoder(model, test, calibration)
         samples = [{"prompt": tokenizer.detokenize(vocabulary, p), "greedy continuation": tokenizer.detokenize(vocabulary, c)}
                    for p, c in list(zip(test["prompts"], continuations))[:6]]  # fmt: skip
         run.conclude(

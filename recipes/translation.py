@@ -13,6 +13,7 @@ sacrebleu BLEU and chrF and exact match, with beam search beside it; saved_model
 import math
 
 import keras
+import numpy as np
 
 from toolkit import recipe, training
 from toolkit.data import tokenizer
@@ -67,7 +68,11 @@ def main(argv=None):
             "vocabulary": target_vocabulary,
             "max_length": args.target_length,
         }
-        formats, _, decoded = run.export_decoder(model, test)
+        # Training pairs the integer parts are calibrated on in `toolkit benchmark`.
+        some = np.linspace(0, len(data.train[0]) - 1, 64).astype(int)
+        calibration = {**test, "source_tokens": tokenizer.encode(tokenizers[0], [data.train[0][i] for i in some]),
+                       "references": [data.train[1][i] for i in some]}  # fmt: skip
+        formats, _, decoded = run.export_decoder(model, test, calibration)
 
         # Beam search (KerasHub BeamSampler) on the same Keras parts, for comparison.
         engines = {k: decoding.keras_engine(m) for k, m in translation.parts(model).items()}

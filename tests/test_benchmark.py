@@ -19,7 +19,7 @@ def karate_run(tmp_path_factory):
 
 @pytest.mark.slow
 def test_benchmark_scores_every_format_and_writes_the_model_card(karate_run):
-    formats = "saved_model,tflite_fp32,tflite_fp16,tflite_dynamic,tflite_int8,tflite_int8io"
+    formats = "saved_model,tflite_fp32,tflite_fp16,tflite_dynamic,tflite_int8,tflite_int8io,tflite_int16x8,onnx"
     done = run_cli("benchmark", str(karate_run), "--formats", formats, "--threads", "1,2", "--floor", "50")
     assert done.returncode == 0, done.stderr[-2000:]
     result = json.loads((karate_run / "benchmark.json").read_text())
@@ -29,6 +29,8 @@ def test_benchmark_scores_every_format_and_writes_the_model_card(karate_run):
         assert rows[name]["status"] == "passed", (name, rows[name]["status"])
         assert abs(rows[name]["drop_points"]) <= 50
     assert rows["tflite_fp32"]["max_abs_diff"] <= 1e-4
+    assert rows["onnx"]["max_abs_diff"] <= 1e-4 and set(rows["onnx"]["latency_ms_by_threads"]) == {"1", "2"}
+    assert rows["tflite_int16x8"]["max_abs_diff"] <= 0.05  # int16 activations: near Keras on the graph model
     assert set(rows["tflite_fp32"]["latency_ms_by_threads"]) == {"1", "2"}
     io = rows["tflite_int8io"]["io_quantization"]  # what a device needs to feed int8 inputs
     assert io["inputs"] and all(q["scale"] > 0 for q in io["inputs"].values())
@@ -45,10 +47,28 @@ def test_a_floor_fails_the_command_and_bad_arguments_are_named(karate_run, tmp_p
     assert "did not pass" in done.stderr and "tflite_fp32" in done.stderr
     status = json.loads((karate_run / "benchmark.json").read_text())["formats"]["tflite_fp32"]["status"]
     assert status.startswith("exported but failed validation")
-    _fails_with(run_cli("benchmark", str(karate_run), "--formats", "onnx"), "unknown format 'onnx'")
+    _fails_with(run_cli("benchmark", str(karate_run), "--formats", "onnx_int4"), "unknown format 'onnx_int4'")
     _fails_with(run_cli("benchmark", str(karate_run), "--threads", "0"), "--threads")
     _fails_with(run_cli("benchmark", str(tmp_path)), "report.json not found")
     _fails_with(run_cli("benchmark"), "needs a run folder")
+
+
+@pytest.mark.slow
+def test_benchmark_all_gives_each_run_its_own_process(karate_run, tmp_path):
+    """Several runs: each is benchmarked in a child process (the converter's leak stays per run); the
+    parent prints each table, writes the Pareto plot and exits 1 when one run's format fails."""
+    import shutil
+
+    for name in ("a", "b"):
+        shutil.copytree(karate_run, tmp_path / name)
+    done = run_cli("benchmark", "--all", "--output", str(tmp_path), "--formats", "tflite_fp32", "--threads", "1",
+                   "--floor", "-1")  # fmt: skip
+    assert done.returncode == 1, done.stderr[-2000:]
+    for name in ("a", "b"):
+        assert f"{tmp_path / name}\n| format |" in done.stdout and f"{tmp_path / name}:tflite_fp32" in done.stderr
+        status = json.loads((tmp_path / name / "benchmark.json").read_text())["formats"]["tflite_fp32"]["status"]
+        assert status.startswith("exported but failed validation")
+    assert (tmp_path / "pareto.png").is_file()
 
 
 @pytest.mark.slow

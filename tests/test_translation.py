@@ -206,14 +206,26 @@ def test_decoding_never_emits_padding_even_where_the_model_prefers_it():
             assert (row[:n] != decoding.PAD).all(), (name, row)
 
 
-def test_benchmark_all_names_and_leaves_out_decoder_runs(tmp_path):
-    run = tmp_path / "translation"
-    run.mkdir()
-    (run / "report.json").write_text(json.dumps({"recipe": "translation", "metric": "bleu"}))
-    np.savez(run / "test_data.npz", keras_outputs=np.zeros((1, 2), np.int32))
-    done = run_cli("benchmark", "--all", "--output", str(tmp_path))
-    assert "not benchmarked (decoder runs" in done.stdout and str(run) in done.stdout
-    _fails_with(done, "needs a run folder")
+@pytest.mark.slow
+def test_benchmark_scores_every_decoder_format_through_greedy_decoding(translation_run, tmp_path):
+    """`toolkit benchmark` on a decoder run: encoder and step in each format, calibrated (integer ones)
+    on the training pairs the run stored, scored by greedy decoding of the whole test split."""
+    import shutil
+
+    run = str(tmp_path / "run")
+    shutil.copytree(translation_run[1], run)  # the module's other tests read the run's own report
+    formats = "tflite_fp32,tflite_int8,tflite_int16x8,onnx"  # onnx: not a decoder format, left out
+    done = run_cli("benchmark", run, "--formats", formats, "--threads", "1")
+    assert done.returncode == 0, done.stderr[-2000:]
+    rows = json.loads(open(os.path.join(run, "benchmark.json")).read())["formats"]
+    assert set(rows) == {"keras", "tflite_fp32", "tflite_int8", "tflite_int16x8"}
+    assert rows["tflite_fp32"]["identical_to_keras"] == 1.0 and rows["tflite_fp32"]["drop_points"] == 0.0
+    for name in ("tflite_int8", "tflite_int16x8"):
+        row = rows[name]
+        assert row["status"] == "passed" and 0 <= row["bleu"] <= 100 and row["latency_ms"] > 0, (name, row)
+        assert row["drop_points"] == pytest.approx(rows["keras"]["bleu"] - row["bleu"])  # BLEU is in points
+        for part in ("encoder", "decoder_step"):
+            assert os.path.isfile(os.path.join(run, f"{part}_{name.split('_', 1)[1]}.tflite"))
 
 
 @pytest.mark.slow

@@ -9,7 +9,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")  # keep TensorFlow's C++ star
 
 from toolkit.errors import ToolkitError, choose  # noqa: E402
 from toolkit.recipe import ArgumentParser, positive_float, positive_int  # noqa: E402
-from toolkit.runs import REPORT_FILE, Run  # noqa: E402
+from toolkit.runs import REPORT_FILE  # noqa: E402
 
 USAGE = """usage: toolkit COMMAND ...
 
@@ -131,15 +131,17 @@ def cmd_predict(argv):
     p.add_argument("inputs", nargs="+" if predictor.inputs == "images" else "*",
                    help=f"{predictor.help}; - reads stdin")  # fmt: skip
     p.add_argument("--run", default=os.path.join("saved_models", name), help="run folder")
-    p.add_argument("--format", default=predictor.default_format,
-                   help="keras, tflite_fp32, tflite_dynamic or tflite_int8")  # fmt: skip
+    p.add_argument("--format", default=predict.AUTO,
+                   help=f"{', '.join(predict.FORMAT_FILES)}, or auto (the default): the fastest format within "
+                   f"{predict.ACCURATE_POINTS:g} pt of Keras in the run's benchmark.json, else {predictor.default_format}")  # fmt: skip
     if predictor.inputs == "texts":
         p.add_argument("--file", help="a UTF-8 text file: one text per line")
     p.add_argument("--json", action="store_true", help="one JSON object per input on stdout")
     p.add_argument("--unsafe-load", action="store_true", help=UNSAFE_HELP)
     args = p.parse_args(argv[1:])
     inputs = predict.expand_inputs(predictor.inputs, args.inputs, getattr(args, "file", None))
-    predict_rows = predictor.load(args.run, args.format, allow_unsafe=args.unsafe_load)  # the model loads once
+    fmt = predict.resolve_format(args.run, args.format, predictor.default_format)
+    predict_rows = predictor.load(args.run, fmt, allow_unsafe=args.unsafe_load)  # the model loads once
     chunks = [inputs[i : i + PROGRESS_CHUNK] for i in range(0, len(inputs), PROGRESS_CHUNK)] or [inputs]
     for done, chunk in enumerate(chunks, 1):
         rows = predict_rows(chunk)
@@ -228,7 +230,8 @@ def cmd_benchmark(argv):
     p.add_argument("runs", nargs="*", help="run folders (default with --all: every run under saved_models/)")
     p.add_argument("--all", action="store_true", help="every run folder under --output, and a Pareto plot")
     p.add_argument("--output", default="saved_models")
-    p.add_argument("--formats", default=None, help="comma-separated (default: all)")
+    p.add_argument("--formats", default=None, help="comma-separated: saved_model, tflite_fp32, tflite_fp16, "
+                   "tflite_dynamic, tflite_int8, tflite_int8io, tflite_int16x8, onnx (default: all)")  # fmt: skip
     p.add_argument("--threads", default="1,2", help="XNNPACK thread counts to time, e.g. 1,2")
     p.add_argument("--floor", type=float, default=None, help="fail (exit 1) when a format drops more points")
     p.add_argument("--unsafe-load", action="store_true", help=UNSAFE_HELP)
@@ -243,19 +246,18 @@ def cmd_benchmark(argv):
             os.path.join(args.output, d) for d in os.listdir(args.output)
             if os.path.isfile(os.path.join(args.output, d, REPORT_FILE))
         )  # fmt: skip
-        # Decoder runs (translation, generation) verify their decoding loop when they are made and
-        # have no per-format re-scoring here yet: they are named and left out, not an error.
-        skipped = [run for run in found if not benchmark.benchmarkable(Run.load(run))]
-        if skipped:
-            print(f"not benchmarked (decoder runs, verified by their recipe): {', '.join(skipped)}")
-        runs += [run for run in found if run not in skipped]
+        runs += found
     if not runs:
         raise ToolkitError("toolkit benchmark needs a run folder (or --all)")
     formats = tuple(args.formats.split(",")) if args.formats else benchmark.FORMATS
     threads = _int_list(args.threads)
     results, failed = {}, []
+    for name in formats:
+        choose("format", name, benchmark.FORMATS)
+    # several runs: one process each, so the converter's leak does not add up over runs
+    measure = benchmark.benchmark if len(runs) == 1 else benchmark.benchmark_in_subprocess
     for run in runs:
-        result, failures = benchmark.benchmark(run, formats, threads, args.floor, args.unsafe_load)
+        result, failures = measure(run, formats, threads, args.floor, args.unsafe_load)
         results[run] = result
         failed += [f"{run}:{name}" for name in failures]
         print(f"\n{run}\n{benchmark.table(result)}")

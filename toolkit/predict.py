@@ -21,8 +21,36 @@ from toolkit.runs import MODEL_FILE, Run, tflite_file
 
 FORMAT_FILES = {
     "keras": MODEL_FILE,
-    **{fmt: tflite_file(fmt) for fmt in ("tflite_fp32", "tflite_dynamic", "tflite_int8")},
+    **{fmt: tflite_file(fmt) for fmt in ("tflite_fp32", "tflite_fp16", "tflite_dynamic", "tflite_int8",
+                                         "tflite_int8io", "tflite_int16x8")},  # fmt: skip
 }
+AUTO = "auto"  # toolkit predict's default: the fastest accurate format the run's benchmark measured
+ACCURATE_POINTS = 1.0  # what `auto` lets a format lose against Keras on the run's test split
+
+
+def resolve_format(run_dir, fmt, fallback):
+    """`fmt`, or for "auto" the format with the lowest batch-1 latency among those the run's
+    benchmark.json (`toolkit benchmark`) passed within ACCURATE_POINTS of Keras and whose file is in
+    the run folder; a run never benchmarked gets `fallback` (its recipe's default)."""
+    import json
+
+    from toolkit.runs import BENCHMARK_FILE
+
+    if fmt != AUTO:
+        return fmt
+    path = os.path.join(run_dir, BENCHMARK_FILE)
+    if not os.path.isfile(path):
+        return fallback
+    try:
+        with open(path) as f:
+            rows = json.load(f)["formats"]
+        candidates = [(row["latency_ms"], name) for name, row in rows.items()
+                      if name in FORMAT_FILES and row.get("status") == "passed" and "latency_ms" in row
+                      and row.get("drop_points", 0.0) <= ACCURATE_POINTS
+                      and os.path.isfile(os.path.join(run_dir, FORMAT_FILES[name]))]  # fmt: skip
+    except (ValueError, KeyError, TypeError, AttributeError):
+        raise ToolkitError(f"{path} is not a toolkit benchmark result: rerun toolkit benchmark {run_dir}") from None
+    return min(candidates)[1] if candidates else fallback
 
 
 def load_run_model(run_dir, fmt, allow_unsafe=False):

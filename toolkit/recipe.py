@@ -354,11 +354,14 @@ class TrainingRun:
                                                     calibration, self.args.threads)  # fmt: skip
         return self.formats, outputs
 
-    def export_decoder(self, model, test):
-        """A decoder's parts written and verified through its decoding loop: (formats, engines, decoded ids)."""
+    def export_decoder(self, model, test, calibration=None):
+        """A decoder's parts written and verified through its decoding loop: (formats, engines, decoded ids).
+        calibration: the same structure as `test` on a slice of the training split (what integer
+        parts are calibrated on in `toolkit benchmark`)."""
         from toolkit.export import decoding
 
-        self.formats, engines, decoded = decoding.finish_run(self.path, model, self.spec.name, test, self.args.threads)
+        self.formats, engines, decoded = decoding.finish_run(self.path, model, self.spec.name, test, self.args.threads,
+                                                             calibration)  # fmt: skip
         return self.formats, engines, decoded
 
     def examples_per_second(self, count):

@@ -4,11 +4,16 @@ For each format: export it (a failure is recorded with its reason, not raised), 
 metric over the whole stored test split (`test_data.npz`), compare with Keras, time batch-1
 latency per thread count (XNNPACK, warm-up, median and p90), and record the size. The table goes
 to stdout, `benchmark.json` and the run's `report.md` (its model card). With `floor`, a format
-whose metric drops more than `floor` points below Keras fails validation, and the command exits 1.
+whose metric drops more than `floor` points below Keras fails validation, and the command exits 1
+(points as the task counts them: 0..1 metrics x 100, BLEU as it is, perplexity as percent higher).
+Decoder runs (translation, generation) get every LiteRT format of each part (encoder, step), scored
+by their own decoding loop (metric, share of outputs identical to Keras) and timed per token.
 """
 
 import json
 import os
+import subprocess
+import sys
 import traceback
 
 from toolkit import tasks
@@ -16,21 +21,13 @@ from toolkit.errors import ToolkitError, choose
 from toolkit.export import litert, pipeline, report
 from toolkit.runs import BENCHMARK_FILE, REPORT_FILE, REPORT_MD_FILE, SAVED_MODEL_DIR, VERIFY_FILE, Run, write_atomic
 
-FORMATS = ("saved_model", "tflite_fp32", "tflite_fp16", "tflite_dynamic", "tflite_int8", "tflite_int8io")
+FORMATS = ("saved_model", "tflite_fp32", "tflite_fp16", "tflite_dynamic", "tflite_int8", "tflite_int8io",
+           "tflite_int16x8", "onnx")
 
 
-def task_of_run(run):
-    """The registered task a finished run was made by; decoders (verified through their decoding loop
-    when their recipe runs) have no per-format re-scoring here yet: one clear line."""
-    task = tasks.for_recipe(run.recipe)
-    if task.is_decoder:
-        raise ToolkitError(f"{run.path} is a {run.recipe} run (a decoder, verified by its recipe): "
-                           "toolkit benchmark re-scores single-pass runs only")  # fmt: skip
-    return task
-
-
-def benchmarkable(run):
-    return not tasks.for_recipe(run.recipe).is_decoder
+# A decoder (translation, generation) runs as LiteRT parts (encoder, step) in its own decoding loop:
+# these formats, scored by that loop and timed per token (the step part's batch-1 latency).
+DECODER_FORMATS = ("tflite_fp32", "tflite_fp16", "tflite_dynamic", "tflite_int8", "tflite_int16x8")
 
 
 def load_run(run_dir):
@@ -42,36 +39,31 @@ def load_run(run_dir):
 
 
 def benchmark(run_dir, formats=FORMATS, threads=(1, 2), floor=None, allow_unsafe=False):
-    """Returns (result dict, failed formats) and writes benchmark.json and the report.md section."""
+    """Returns (result dict, failed formats) and writes benchmark.json and the report.md section.
+    Decoder runs get the formats of DECODER_FORMATS among `formats`."""
     found = load_run(run_dir)
     run = found.report  # report.json, which gets every measured format below
-    module = task_of_run(found)
+    module = tasks.for_recipe(found.recipe)
     metric = run["metric"]
     for name in formats:
         choose("format", name, FORMATS)
-    model, inputs, calibration, labels, reference = pipeline.load_test_data(run_dir, allow_unsafe)
-    keras_score = module.score(reference, labels)[metric]
-    saved_model_dir = found.file(SAVED_MODEL_DIR)
-    if not os.path.isdir(saved_model_dir):
-        litert.export_saved_model(model, saved_model_dir)
+    if module.is_decoder:
+        keras_score, measure = run["formats"]["keras"][metric], _decoder_formats(run_dir, module, threads)
+        formats = [name for name in formats if name in DECODER_FORMATS]
+    else:
+        keras_score, measure = _single_pass_formats(run_dir, module, metric, threads, allow_unsafe)
 
     rows = {"keras": {**run["formats"]["keras"], "status": "passed"}}
     for name in formats:
         try:
-            if name == "saved_model":
-                entry = pipeline.saved_model_format(saved_model_dir, module, inputs, labels, reference)
-            else:
-                entry = pipeline.litert_format(
-                    run_dir, module, name, saved_model_dir, inputs, calibration, labels, reference, threads,
-                    module.float_layers_of(model),
-                )
+            entry = measure(name)
         except Exception as e:  # a format that cannot be made or run is a row, not a crash
             lines = [line for line in str(e).strip().splitlines() if line.strip()] or [type(e).__name__]
             rows[name] = {"status": f"failed to export: {lines[0][:200]}"}
             if os.environ.get("TOOLKIT_DEBUG"):
                 traceback.print_exc()
             continue
-        drop = (keras_score - entry[metric]) * 100  # points lost against Keras
+        drop = module.drop(keras_score, entry[metric])  # points lost against Keras
         entry["drop_points"] = drop
         failed = floor is not None and drop > floor
         entry["status"] = f"exported but failed validation: drop {drop:.2f} pt > floor {floor}" if failed else "passed"
@@ -84,6 +76,62 @@ def benchmark(run_dir, formats=FORMATS, threads=(1, 2), floor=None, allow_unsafe
     _update_model_card(run_dir, run, result)
     failures = [k for k, v in rows.items() if v["status"] != "passed"]
     return result, failures
+
+
+def _single_pass_formats(run_dir, module, metric, threads, allow_unsafe):
+    """(Keras' score on the stored test split, format name -> its measured entry)."""
+    model, inputs, calibration, labels, reference = pipeline.load_test_data(run_dir, allow_unsafe)
+    saved_model_dir = os.path.join(run_dir, SAVED_MODEL_DIR)
+    if not os.path.isdir(saved_model_dir):
+        litert.export_saved_model(model, saved_model_dir)
+
+    def measure(name):
+        if name == "saved_model":
+            return pipeline.saved_model_format(saved_model_dir, module, inputs, labels, reference)
+        if name == "onnx":
+            return pipeline.onnx_format(run_dir, module, model, inputs, labels, reference, threads)
+        return pipeline.litert_format(run_dir, module, name, saved_model_dir, inputs, calibration, labels,
+                                      reference, threads, module.float_layers_of(model))  # fmt: skip
+
+    return module.score(reference, labels)[metric], measure
+
+
+def _decoder_formats(run_dir, module, threads):
+    """Format name -> the decoding loop's entry on every part in that format (toolkit.export.decoding)."""
+    from toolkit.export import decoding
+
+    part_names, data, reference, calibration = decoding.prepare(run_dir, module)
+    return lambda name: decoding.decoder_format(run_dir, module, part_names, name, data, reference, tuple(threads),
+                                                calibration)  # fmt: skip
+
+
+def benchmark_in_subprocess(run_dir, formats=FORMATS, threads=(1, 2), floor=None, allow_unsafe=False):
+    """benchmark() in a fresh Python process: TensorFlow's converter leaks about 20 MB a convert() call
+    (tensorflow#122598) and a run converts up to seven files, so `toolkit benchmark --all` gives each
+    run its own process and its peak memory stays that of one run, however many runs there are.
+    The child's table is printed as it comes; returns what benchmark() returns, read from benchmark.json."""
+    command = [sys.executable, "-m", __name__, run_dir, ",".join(formats), ",".join(map(str, threads)),
+               "" if floor is None else str(floor), "1" if allow_unsafe else ""]  # fmt: skip
+    done = subprocess.run(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    if done.returncode != 0:
+        lines = [line for line in done.stderr.strip().splitlines() if line.strip()]
+        ours = [line[len("error: ") :] for line in lines if line.startswith("error: ")]  # not converter chatter
+        raise ToolkitError(ours[-1] if ours else f"{run_dir}: benchmark failed: {lines[-1] if lines else done.returncode}")
+    with open(os.path.join(run_dir, BENCHMARK_FILE)) as f:
+        result = json.load(f)
+    return result, [k for k, v in result["formats"].items() if v["status"] != "passed"]
+
+
+def main(argv):
+    """benchmark_in_subprocess's child: RUN_DIR FORMATS THREADS FLOOR UNSAFE (empty FLOOR: none)."""
+    run_dir, formats, threads, floor, unsafe = argv
+    try:
+        benchmark(run_dir, tuple(formats.split(",")), tuple(int(t) for t in threads.split(",")),
+                  float(floor) if floor else None, bool(unsafe))  # fmt: skip
+    except ToolkitError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    return 0
 
 
 def table(result):
@@ -149,3 +197,7 @@ def pareto_plot(results, path):
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

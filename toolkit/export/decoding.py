@@ -18,6 +18,7 @@ import os
 
 import numpy as np
 
+from toolkit.errors import ToolkitError
 from toolkit.export import litert, pipeline
 from toolkit.runs import MODEL_FILE, SAVED_MODEL_DIR, VERIFY_FILE, tflite_file, write_atomic
 from toolkit.tasks import decoding
@@ -33,9 +34,12 @@ def litert_engine(path, threads=2):
     return engine
 
 
-def finish_run(run_dir, model, task, test_data, threads=2):
+def finish_run(run_dir, model, task, test_data, threads=2, calibration_data=None):
     """Saves `model`, decodes the test split with its Keras parts, exports and verifies every LiteRT
-    format (in a TensorFlow subprocess on other backends); returns (formats, Keras metrics, decoded)."""
+    format (in a TensorFlow subprocess on other backends); returns (formats, Keras metrics, decoded).
+
+    calibration_data: the task's data structure (as test_data) on a slice of the training split; stored
+    with the test split, so `toolkit benchmark` can calibrate int8 and int16x8 parts on it."""
     module = pipeline.task_of(task)
     model_path = os.path.join(run_dir, MODEL_FILE)
     model.save(model_path)
@@ -43,14 +47,18 @@ def finish_run(run_dir, model, task, test_data, threads=2):
     metrics, decoded = module.evaluate(engines, test_data)
     formats = {"keras": {**metrics, **_latency(engines, module), "size_bytes": litert.size_bytes(model_path)}}
     np.savez(os.path.join(run_dir, VERIFY_FILE), keras_outputs=decoded,
-             **{f"data__{k}": np.asarray(v) for k, v in test_data.items()})  # fmt: skip
+             **{f"data__{k}": np.asarray(v) for k, v in test_data.items()},
+             **{f"calibration__{k}": np.asarray(v) for k, v in (calibration_data or {}).items()})  # fmt: skip
     formats.update(pipeline.export_formats_any_backend(run_dir, module, threads, export_formats))
     return formats, metrics, decoded
 
 
 def load_test_data(run_dir):
+    """(test data, Keras' decoded ids, calibration data or None) as finish_run stored them."""
     data = np.load(os.path.join(run_dir, VERIFY_FILE))
-    return {k[len("data__") :]: data[k] for k in data.files if k.startswith("data__")}, data["keras_outputs"]
+    test = {k[len("data__") :]: data[k] for k in data.files if k.startswith("data__")}
+    calibration = {k[len("calibration__") :]: data[k] for k in data.files if k.startswith("calibration__")}
+    return test, data["keras_outputs"], calibration or None
 
 
 def tflite_path(run_dir, part, fmt):
@@ -58,32 +66,92 @@ def tflite_path(run_dir, part, fmt):
     return os.path.join(run_dir, tflite_file(fmt, part))
 
 
-def export_formats(run_dir, module, threads=2):  # module: the DecoderTask
-    """TensorFlow backend: every part as a SavedModel and as each LiteRT format, each format's
-    decoding loop run over the whole stored test split and compared with Keras."""
+CALIBRATION_SAMPLES = 256  # per part: the converter's representative dataset runs them one at a time
+
+
+def calibration_inputs(module, parts, data, count=CALIBRATION_SAMPLES):
+    """{part: {input name: (N, ...) array}}: what each part is fed when the task's own decoding loop
+    runs the Keras parts over `data` (training-split items): the step part sees the recurrent states
+    that decoding really produces, not random ones. N samples are taken evenly over every call."""
+    seen = {name: [] for name in parts}
+
+    def recording(name, engine):
+        def call(inputs):
+            seen[name].append({k: np.asarray(v) for k, v in inputs.items()})
+            return engine.call(inputs)
+
+        return decoding.Engine(call, engine.specs, engine.name)
+
+    engines = {name: recording(name, decoding.keras_engine(part)) for name, part in parts.items()}
+    module.evaluate(engines, data)
+    samples = {}
+    for name, calls in seen.items():
+        stacked = {k: np.concatenate([c[k] for c in calls]) for k in calls[0]}
+        total = len(next(iter(stacked.values())))
+        picks = np.linspace(0, total - 1, min(count, total)).astype(int)
+        samples[name] = {k: v[picks] for k, v in stacked.items()}
+    return samples
+
+
+def prepare(run_dir, module):
+    """A finished decoder run's parts as SavedModels (made when missing) and its stored data:
+    (part names, test data, Keras' decoded ids, calibration: a function giving calibration_inputs)."""
     from toolkit import saving
 
     model = saving.load_model(os.path.join(run_dir, MODEL_FILE))
-    data, reference = load_test_data(run_dir)
+    data, reference, calibration_data = load_test_data(run_dir)
     parts = module.parts(model)
     for name, part in parts.items():
         litert.export_saved_model(part, os.path.join(run_dir, SAVED_MODEL_DIR, name))
-    formats = {}
-    for fmt in module.litert_formats:
-        engines = {}
-        for name in parts:
-            path = tflite_path(run_dir, name, fmt)
-            write_atomic(path, litert.convert(os.path.join(run_dir, SAVED_MODEL_DIR, name), fmt.split("_", 1)[1]))
-            engines[name] = litert_engine(path, threads)
-        metrics, decoded = module.evaluate(engines, data)
-        formats[fmt] = {
-            **metrics,
-            "identical_to_keras": identical_share(decoded, reference),
-            **_latency(engines, module),
-            "size_bytes": sum(litert.size_bytes(tflite_path(run_dir, name, fmt)) for name in parts),
-            "threads": threads,
-        }
-    return formats
+    found = {}
+
+    def calibration():
+        if calibration_data is None:
+            raise ToolkitError(f"{run_dir} stores no training samples to calibrate integer parts on: rerun its recipe")
+        if not found:
+            found.update(calibration_inputs(module, parts, calibration_data))
+        return found
+
+    return list(parts), data, reference, calibration
+
+
+def export_formats(run_dir, module, threads=2, formats=None):  # module: the DecoderTask
+    """TensorFlow backend: every part as a SavedModel and as each LiteRT format (the task's own unless
+    `formats` names others), each format's decoding loop run over the whole stored test split and
+    compared with Keras. threads: one count, or several (the first scores; each is timed)."""
+    part_names, data, reference, calibration = prepare(run_dir, module)
+    threads = (threads,) if isinstance(threads, int) else tuple(threads)
+    return {fmt: decoder_format(run_dir, module, part_names, fmt, data, reference, threads, calibration)
+            for fmt in formats or module.litert_formats}  # fmt: skip
+
+
+def decoder_format(run_dir, module, part_names, fmt, data, reference, threads=(2,), calibration=None):
+    """One LiteRT format of every part, its decoding loop scored on the test split, timed per part;
+    calibration: prepare()'s function, called only for the integer formats."""
+    integer = fmt.split("_", 1)[1] in litert.INTEGER
+    samples_by_part = calibration() if integer else {}
+    engines = {}
+    for name in part_names:
+        path = tflite_path(run_dir, name, fmt)
+        samples = samples_by_part.get(name)
+        write_atomic(path, litert.convert(os.path.join(run_dir, SAVED_MODEL_DIR, name), fmt.split("_", 1)[1],
+                                          samples))  # fmt: skip
+        engines[name] = litert_engine(path, threads[0])
+    metrics, decoded = module.evaluate(engines, data)
+    entry = {
+        **metrics,
+        "identical_to_keras": identical_share(decoded, reference),
+        **_latency(engines, module),
+        "size_bytes": sum(litert.size_bytes(tflite_path(run_dir, name, fmt)) for name in part_names),
+        "threads": threads[0],
+    }
+    if len(threads) > 1:
+        by = {str(threads[0]): entry["latency_ms"]}
+        for count in threads[1:]:
+            step = litert_engine(tflite_path(run_dir, module.step_part, fmt), count)
+            by[str(count)] = step.runtime.latency_ms(step.sample())[0]
+        entry["latency_ms_by_threads"] = by
+    return entry
 
 
 def identical_share(decoded, reference):

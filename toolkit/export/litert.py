@@ -22,14 +22,20 @@ def export_saved_model(model, path):
     model.export(path, format="tf_saved_model", verbose=False)
 
 
-QUANTIZATIONS = ("fp32", "fp16", "dynamic", "int8", "int8io")
+QUANTIZATIONS = ("fp32", "fp16", "dynamic", "int8", "int8io", "int16x8")
+INTEGER = ("int8", "int8io", "int16x8")  # calibrated on training samples
 
 
 def convert(saved_model_dir, quantization="fp32", calibration_inputs=None, float_layers=()):
     """SavedModel -> .tflite bytes: fp32; fp16 (float16 weights); dynamic-range ("dynamic": int8
     weights, float activations); full-integer "int8" with float I/O; or "int8io", full-integer with
-    int8 float-tensor inputs and outputs (what edge accelerators need; scales in `io_quantization`).
-    The integer ones are calibrated on samples from the training split.
+    int8 float-tensor inputs and outputs (what edge accelerators need; scales in `io_quantization`);
+    or "int16x8": int8 weights with int16 activations and float I/O (256x finer activation steps, for
+    models whose int8 activations lose accuracy, such as recurrent state and graph aggregation; XNNPACK
+    has no 16x8 kernels, so it runs on the reference ones). The integer ones are calibrated on samples
+    from the training split. int16x8 is made by ai-edge-quantizer's `static_wi8_ai16` recipe from the
+    fp32 file: the converter's own 16x8 mode fails on models with integer inputs (a token model's int32
+    ADD and SELECT want a calibrated range), and the quantizer is LiteRT's maintained tool for it.
 
     float_layers: names of Keras layers that integer files keep in float (a detector's box decoding
     and NMS: coordinates need sub-pixel steps and IoU divides); the rest is int8. This uses TFLite's
@@ -46,9 +52,11 @@ def convert(saved_model_dir, quantization="fp32", calibration_inputs=None, float
     elif quantization == "fp16":
         converter.optimizations = [tf.lite.Optimize.DEFAULT]
         converter.target_spec.supported_types = [tf.float16]
-    elif quantization in ("int8", "int8io"):
+    elif quantization in INTEGER:
         if calibration_inputs is None or len(calibration_inputs) == 0:
-            raise ToolkitError("int8 export needs calibration samples from the training split")
+            raise ToolkitError(f"{quantization} export needs calibration samples from the training split")
+        if quantization == "int16x8":
+            return _int16x8(convert(saved_model_dir, "fp32"), calibration_inputs, float_layers)
         converter.optimizations = [tf.lite.Optimize.DEFAULT]
         converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
         dtypes = saved_model_input_dtypes(saved_model_dir)
@@ -79,6 +87,39 @@ def convert(saved_model_dir, quantization="fp32", calibration_inputs=None, float
         ) from None
 
 
+INT16X8_CALIBRATION_SAMPLES = 256  # the quantizer calibrates one sample per invoke, in Python
+
+
+def _int16x8(fp32_model, calibration_inputs, float_layers=()):
+    """fp32 .tflite bytes -> int8 weights / int16 activations (ai-edge-quantizer `static_wi8_ai16`);
+    the ops whose outputs belong to `float_layers` stay float (the recipe's `no_quantize` rule)."""
+    import importlib.util
+
+    if importlib.util.find_spec("ai_edge_quantizer") is None:
+        raise ToolkitError("int16x8 needs ai-edge-quantizer: pip install ai-edge-quantizer")
+    from ai_edge_litert.interpreter import Interpreter
+    from ai_edge_quantizer import quantizer, recipe, recipe_manager
+
+    interpreter = Interpreter(model_content=fp32_model)
+    (key,) = interpreter.get_signature_list()
+    details = interpreter.get_signature_runner(key).get_input_details()
+    given = calibration_inputs if isinstance(calibration_inputs, dict) else {next(iter(details)): calibration_inputs}
+    names = _match_names(given, list(details))
+    count = min(len(next(iter(given.values()))), INT16X8_CALIBRATION_SAMPLES)
+    samples = [{names[k]: np.asarray(v[i : i + 1], details[names[k]]["dtype"]) for k, v in given.items()}
+               for i in range(count)]  # fmt: skip
+    rules = recipe.static_wi8_ai16()
+    for layer in float_layers:
+        rules.append({"regex": rf"(^|/){re.escape(layer)}(_\d+)?/", "operation": "*",
+                      "algorithm_key": recipe_manager.algorithm_manager.AlgorithmName.NO_QUANTIZE})  # fmt: skip
+    try:
+        worker = quantizer.Quantizer(bytearray(fp32_model), rules)
+        result = worker.quantize(worker.calibrate({key: samples}, num_threads=1), enable_progress_report=False)
+    except Exception as e:
+        raise ToolkitError(f"LiteRT int16x8 quantization failed: {str(e).strip().splitlines()[0][:300]}") from None
+    return bytes(result.quantized_model)
+
+
 def _selectively_quantized(converter, saved_model_dir, float_layers, quantization):
     """Quantizes everything but the ops of `float_layers` (found by layer name in the fp32 file's tensors)."""
     import tensorflow as tf
@@ -93,7 +134,7 @@ def _selectively_quantized(converter, saved_model_dir, float_layers, quantizatio
     denied = sorted(t for t in tensors if any(p.search(t) for p in patterns))
     if not denied:
         raise ToolkitError(f"no tensors of layers {', '.join(float_layers)} found in the model to keep in float")
-    converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8, tf.lite.OpsSet.TFLITE_BUILTINS]
+    converter.target_spec.supported_ops = [*converter.target_spec.supported_ops, tf.lite.OpsSet.TFLITE_BUILTINS]
     debugger = tf.lite.experimental.QuantizationDebugger(
         converter=converter,
         debug_dataset=getattr(converter.representative_dataset, "input_gen", converter.representative_dataset),

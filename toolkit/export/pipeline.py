@@ -18,7 +18,7 @@ import numpy as np
 from toolkit import tasks
 from toolkit.errors import ToolkitError
 from toolkit.export import litert
-from toolkit.runs import MODEL_FILE, SAVED_MODEL_DIR, VERIFY_FILE, crash_point, tflite_file, write_atomic
+from toolkit.runs import MODEL_FILE, ONNX_FILE, SAVED_MODEL_DIR, VERIFY_FILE, crash_point, tflite_file, write_atomic
 
 
 
@@ -258,11 +258,40 @@ def litert_format(run_dir, module, name, saved_model_dir, inputs, calibration, l
     return entry
 
 
+def onnx_format(run_dir, module, model, inputs, labels, reference, threads=(2,)):
+    """The model as ONNX on ONNX Runtime's CPU provider, scored and timed as a LiteRT file is."""
+    from toolkit.export import onnx
+
+    path = os.path.join(run_dir, ONNX_FILE)
+    onnx.export(model, path, feed(first(inputs)))
+    names = list(reference) if isinstance(reference, dict) else None
+    runtime = onnx.OnnxModel(path, threads[0], names)
+    outputs = named_like(runtime.predict(feed(inputs)), reference)
+    if not all_finite(outputs):
+        raise ToolkitError(f"{os.path.basename(path)} gives non-finite outputs")
+    by_threads = {str(count): (runtime if count == threads[0] else onnx.OnnxModel(path, count, names))
+                  .latency_ms(feed(first(inputs))) for count in threads}  # fmt: skip
+    latency, p90 = by_threads[str(threads[0])]
+    entry = {
+        **module.score(outputs, labels),
+        "latency_ms": latency,
+        "latency_p90_ms": p90,
+        "size_bytes": litert.size_bytes(path),
+        "max_abs_diff": max_abs_diff(outputs, reference),
+        **module.compare(outputs, reference),
+        "threads": threads[0],
+    }
+    if len(threads) > 1:
+        entry["latency_ms_by_threads"] = {k: v[0] for k, v in by_threads.items()}
+    return entry
+
+
 def versions():
     import importlib.metadata as md
 
     found = {}
-    for name in ("keras", "tensorflow", "keras-hub", "ai-edge-litert", "jax", "torch", "tensorflow-datasets"):
+    for name in ("keras", "tensorflow", "keras-hub", "ai-edge-litert", "jax", "torch", "tensorflow-datasets",
+                 "onnxruntime", "tf2onnx"):
         try:
             found[name] = md.version(name)
         except md.PackageNotFoundError:

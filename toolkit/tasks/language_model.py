@@ -106,9 +106,14 @@ def score(logits, windows):
     return {METRIC: lm_metrics.perplexity(-picked[real])}
 
 
+def perplexity_increase(keras_perplexity, perplexity):
+    """An export's loss against Keras: percent higher perplexity (lower is better here)."""
+    return (perplexity / keras_perplexity - 1) * 100
+
+
 TASK = registry.register(registry.DecoderTask(
     name="language_model", recipe="generation", metric=METRIC, build=build, compile=compile, score=score,
     litert_formats=LITERT_FORMATS, parts=parts, evaluate=evaluate, part_names=PARTS, step_part=STEP_PART,
-    verb="toolkit generate",
+    verb="toolkit generate", drop=perplexity_increase,
     description="token ids -> next-token logits (a step part with its recurrent state)",
 ))  # fmt: skip

@@ -29,6 +29,11 @@ def _no_figures(outputs, reference):
     return {}
 
 
+def points_lost(keras_score, score):
+    """What an export loses against Keras, in points of a 0..1 metric (accuracy, mAP, mIoU)."""
+    return (keras_score - score) * 100
+
+
 @dataclasses.dataclass(frozen=True)
 class Task:
     """name: the task; recipe: the recipe whose run folders it makes (`toolkit run RECIPE`, the run's
@@ -38,7 +43,9 @@ class Task:
     outputs; compare(outputs, reference) -> agreement figures of an export with Keras beyond the
     largest difference; inference_model(model) -> the exported graph (post-processing inside);
     raw_model(model) -> the graph up to its post-processing, or None; litert_formats: the LiteRT
-    files a run writes; float_layers: layers an int8 file keeps in float."""
+    files a run writes; float_layers: layers an int8 file keeps in float; drop(keras score, score) ->
+    what an export loses against Keras in points (positive: worse), which `toolkit benchmark --floor`
+    bounds (a 0..1 metric's points unless the task says otherwise)."""
 
     name: str
     recipe: str
@@ -52,6 +59,7 @@ class Task:
     litert_formats: tuple = LITERT_FORMATS
     float_layers: tuple = ()
     description: str = ""
+    drop: Callable = points_lost
 
     @property
     def is_decoder(self):

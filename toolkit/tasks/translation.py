@@ -148,9 +148,14 @@ def score(token_ids, references, vocabulary):
     return translation_metrics.score(texts(token_ids, vocabulary), references)
 
 
+def bleu_lost(keras_bleu, bleu):
+    """BLEU is already in points (0..100)."""
+    return keras_bleu - bleu
+
+
 TASK = registry.register(registry.DecoderTask(
     name="translation", recipe="translation", metric=METRIC, build=build, compile=compile, score=score,
     litert_formats=LITERT_FORMATS, parts=parts, evaluate=evaluate, part_names=PARTS, step_part=STEP_PART,
-    verb="toolkit translate",
+    verb="toolkit translate", drop=bleu_lost,
     description="source token ids -> target token ids (encoder + decoder step, greedy or beam)",
 ))  # fmt: skip

@@ -1,0 +1,124 @@
+"""Export formats beyond fp32 / int8 on tiny models: LiteRT int16x8 and ONNX Runtime (issue 19)."""
+
+import numpy as np
+import pytest
+
+from toolkit.errors import ToolkitError
+from toolkit.export import litert
+
+
+def _token_model():
+    """int32 token ids in, class probabilities out: the shape of a text classifier, whose integer
+    input is what the converter's own 16x8 mode cannot calibrate."""
+    import keras
+
+    keras.utils.set_random_seed(0)
+    tokens = keras.Input((12,), dtype="int32", name="tokens")
+    x = keras.layers.Embedding(50, 8)(tokens)
+    x = keras.layers.GlobalAveragePooling1D()(x)
+    x = keras.layers.Dense(16, activation="relu")(x)
+    return keras.Model(tokens, keras.layers.Dense(3, activation="softmax")(x))
+
+
+def _ops_and_types(path):
+    from ai_edge_litert.interpreter import Interpreter
+
+    interpreter = Interpreter(model_path=path)
+    ops = interpreter._get_ops_details()
+    types = {interpreter._get_tensor_details(o["outputs"][0], 0)["dtype"] for o in ops if o["outputs"].size}
+    return {o["op_name"] for o in ops}, types
+
+
+def test_int16x8_converts_a_token_model_and_stays_close_to_keras(tmp_path):
+    model = _token_model()
+    rng = np.random.default_rng(0)
+    train, test = rng.integers(0, 50, (64, 12), dtype=np.int32), rng.integers(0, 50, (32, 12), dtype=np.int32)
+    saved = str(tmp_path / "saved_model")
+    litert.export_saved_model(model, saved)
+    path = str(tmp_path / "model_int16x8.tflite")
+    with open(path, "wb") as f:
+        f.write(litert.convert(saved, "int16x8", train))
+    ops, types = _ops_and_types(path)
+    assert np.int16 in types, types  # activations are int16, not float left unquantized
+    assert not any(op.startswith("FLEX") or op == "CUSTOM" for op in ops), ops  # builtin ops only
+    reference = model.predict(test, verbose=0)
+    # int8 weights bound the error (0.003 here); an unquantized or mis-scaled tensor gives 0.1 or more
+    assert np.max(np.abs(litert.LiteRTModel(path).predict(test) - reference)) < 0.01
+
+
+def test_int16x8_without_calibration_samples_is_refused(tmp_path):
+    saved = str(tmp_path / "saved_model")
+    litert.export_saved_model(_token_model(), saved)
+    with pytest.raises(ToolkitError, match="int16x8 export needs calibration samples"):
+        litert.convert(saved, "int16x8", None)
+
+
+def _two_headed_model():
+    """Two inputs, two outputs whose names do not sort in their declared order."""
+    import keras
+
+    keras.utils.set_random_seed(0)
+    image = keras.Input((8, 8, 1), name="image")
+    extra = keras.Input((4,), name="extra")
+    x = keras.layers.Concatenate()([keras.layers.Flatten()(image), extra])
+    x = keras.layers.Dense(16, activation="relu")(x)
+    outputs = {"zeta_scores": keras.layers.Dense(3, activation="softmax")(x), "alpha_boxes": keras.layers.Dense(5)(x)}
+    return keras.Model({"image": image, "extra": extra}, outputs)
+
+
+def test_onnx_export_runs_on_onnx_runtime_and_names_outputs_like_keras(tmp_path):
+    from toolkit.export import onnx
+
+    model = _two_headed_model()
+    rng = np.random.default_rng(0)
+    inputs = {"image": rng.random((10, 8, 8, 1), np.float32), "extra": rng.random((10, 4), np.float32)}
+    path = str(tmp_path / "model.onnx")
+    onnx.export(model, path, {k: v[:1] for k, v in inputs.items()})  # a two-input model takes the dict
+    reference = model.predict(inputs, verbose=0)
+    runtime = onnx.OnnxModel(path, threads=1, output_names=list(reference))
+    outputs = runtime.predict(inputs, batch_size=4)
+    assert set(outputs) == {"zeta_scores", "alpha_boxes"}
+    for name in reference:
+        assert outputs[name].shape == reference[name].shape, name
+        assert np.max(np.abs(outputs[name] - reference[name])) < 1e-5, name
+    median, p90 = runtime.latency_ms({k: v[:1] for k, v in inputs.items()})
+    assert 0 < median <= p90
+    with pytest.raises(ToolkitError, match="takes several inputs"):
+        runtime(inputs["image"])
+
+
+def test_onnx_without_its_packages_says_what_to_install(monkeypatch, tmp_path):
+    import importlib.util
+
+    from toolkit.export import onnx
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "tf2onnx" else real(name, *a))
+    with pytest.raises(ToolkitError, match="tf2onnx not installed: pip install"):
+        onnx.export(_two_headed_model(), str(tmp_path / "m.onnx"), {})
+
+
+def test_predict_auto_picks_the_fastest_format_within_a_point_of_keras(tmp_path):
+    import json
+
+    from toolkit import predict
+
+    rows = {
+        "keras": {"status": "passed", "latency_ms": 1.0},
+        "tflite_fp32": {"status": "passed", "latency_ms": 0.40, "drop_points": 0.0},
+        "tflite_int8": {"status": "passed", "latency_ms": 0.05, "drop_points": 3.2},  # fastest, but not accurate
+        "tflite_dynamic": {"status": "passed", "latency_ms": 0.20, "drop_points": 0.4},
+        "tflite_int16x8": {"status": "failed to export: no", "latency_ms": 0.01},
+        "onnx": {"status": "passed", "latency_ms": 0.10, "drop_points": 0.0},  # toolkit predict runs LiteRT
+    }
+    for name in ("model_fp32.tflite", "model_int8.tflite", "model_dynamic.tflite"):
+        (tmp_path / name).write_bytes(b"")
+    assert predict.resolve_format(str(tmp_path), "auto", "tflite_int8") == "tflite_int8"  # never benchmarked
+    (tmp_path / "benchmark.json").write_text(json.dumps({"formats": rows}))
+    assert predict.resolve_format(str(tmp_path), "auto", "tflite_int8") == "tflite_dynamic"
+    assert predict.resolve_format(str(tmp_path), "tflite_int8", "tflite_fp32") == "tflite_int8"  # asked for
+    (tmp_path / "model_dynamic.tflite").unlink()  # a file that is gone is not chosen
+    assert predict.resolve_format(str(tmp_path), "auto", "tflite_int8") == "tflite_fp32"
+    (tmp_path / "benchmark.json").write_text("[1, 2]")
+    with pytest.raises(ToolkitError, match="benchmark.json is not a toolkit benchmark result"):
+        predict.resolve_format(str(tmp_path), "auto", "tflite_int8")
