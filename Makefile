@@ -41,13 +41,15 @@ benchmark: $(STAMP) data
 	$(PY) benchmarks/translation.py
 	$(PY) benchmarks/generation.py
 	$(VENV)/bin/toolkit run node_classification
-	$(PY) benchmarks/edge_formats.py
 	$(PY) benchmarks/segmentation.py
 	$(PY) benchmarks/segmentation_diagnostics.py
 	$(PY) benchmarks/multitask.py --reuse
 	$(PY) benchmarks/parity.py
 	$(PY) benchmarks/small_data.py
-	$(PY) benchmarks/transfer.py --tasks detection,segmentation,classification,sentiment,generation
+	$(PY) benchmarks/transfer.py --tasks detection,segmentation,classification,multitask,sentiment,generation
+	$(PY) benchmarks/edge_formats.py
+	$(PY) benchmarks/roofline.py
+	$(PY) benchmarks/edge_backbone.py
 	$(PY) benchmarks/memory.py
 	$(PY) benchmarks/reliability.py
 

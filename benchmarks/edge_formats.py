@@ -2,8 +2,9 @@
 
     python benchmarks/edge_formats.py [--runs saved_models/classification,...] [--threads 1,2]
 
-Expects the default runs (`toolkit run classification`, `toolkit run sentiment`, `toolkit run
-node_classification`; any other finished single-pass runs may be named). For each run and format:
+Expects the default run of each recipe (`toolkit run R`; detection, segmentation and multitask from
+benchmarks/transfer.py's preset runs); any other finished runs may be named. Decoder runs get their
+LiteRT formats per part, scored by their decoding loop. For each run and format:
 status, size, task metric, drop vs Keras, batch-1 latency per thread count. Baselines, in the same
 run: each run's LiteRT fp32 file (integer formats are reported as a latency ratio to it), and for
 memory, the same benchmark of every run in one process (what `toolkit benchmark --all` did before it
@@ -24,7 +25,11 @@ sys.path.insert(0, ROOT)
 
 from benchmarks.results import update_section  # noqa: E402
 
-DEFAULT_RUNS = "saved_models/classification,saved_models/sentiment,saved_models/node_classification"
+# The default run of every recipe; detection, segmentation and multitask as benchmarks/transfer.py makes
+# them from the vision preset (their recipes' defaults otherwise).
+DEFAULT_RUNS = ",".join(f"saved_models/{name}" for name in (
+    "classification", "sentiment", "node_classification", "detection_pretrained", "segmentation_pretrained",
+    "multitask_pretrained", "translation", "generation"))  # fmt: skip
 INTEGER = ("tflite_dynamic", "tflite_int8", "tflite_int8io", "tflite_int16x8")
 MAX_DROP = 1.0  # points: what an integer format may lose and still count (issue 19)
 

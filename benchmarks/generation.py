@@ -31,24 +31,21 @@ def main(argv):
     baseline = report["baselines"]["kneser_ney"]
     ratio = keras["perplexity"] / baseline["perplexity"]
     checks = [
-        ("held-out perplexity >= 20% below the n-gram baseline",
+        ("held-out perplexity >= 10% below the best Kneser-Ney order (issue 18)",
          f"{keras['perplexity']:.2f} vs Kneser-Ney {baseline['order']}-gram {baseline['perplexity']:.2f} "
-         f"({(ratio - 1) * 100:+.1f}%)", ratio <= 0.8),
+         f"({(ratio - 1) * 100:+.1f}%)", ratio <= 0.9),
         ("training time <= 600 s", f"{report['train_seconds']:.0f} s", report["train_seconds"] <= 600),
         (f"LiteRT fp32 greedy continuation identical to Keras ({args.new_tokens} tokens, {args.prompts} prompts)",
          f"{fp32['identical_to_keras']:.2f} of prompts", fp32["identical_to_keras"] == 1.0),
         ("LiteRT per-token decode latency recorded", f"{fp32['latency_ms']:.3f} ms/token (batch 1)", True),
     ]  # fmt: skip
     notes = []
-    if ratio > 0.8:
+    if ratio > 0.9:
         history = report["history"]["val_loss"]
         notes.append(
             f"Perplexity target not met in this run ({report['epochs_run']} epochs of the recipe's {args.epochs}; "
-            f"validation loss by epoch {', '.join(f'{v:.3f}' for v in history)}). What would reach it, not measured "
-            "here: more epochs at the default (10) on an uncontended CPU, a wider or deeper GRU, and evaluating with "
-            "the state carried across windows (both models are limited to in-window context here). pydoc's text "
-            "repeats whole phrases, which a high-order Kneser-Ney recalls exactly (see its validation perplexity "
-            "by order)."
+            f"validation loss by epoch {', '.join(f'{v:.3f}' for v in history)}). pydoc's text repeats whole "
+            "phrases, which a high-order Kneser-Ney recalls exactly (see its validation perplexity by order)."
         )
     by_order = ", ".join(f"{n}: {p:.2f}" for n, p in baseline["validation_perplexity_by_order"].items())
     body = "\n".join(
@@ -56,8 +53,8 @@ def main(argv):
             "## Generation (issue 6): causal language model on Python's documentation, default recipe",
             "",
             f"Command: `{command}` ({time.strftime('%Y-%m-%d')}, {platform.processor() or platform.machine()}, "
-            f"{os.cpu_count()} cores shared with other engineers' training jobs (times are inflated by "
-            f"contention), Keras backend {report['backend']}).",
+            f"{os.cpu_count()} cores, load average {os.getloadavg()[0]:.2f} after it, Keras backend "
+            f"{report['backend']}).",
             f"Recipe: `{report['command']}`; backbone `{report['backbone']}` {report['backbone_options'] or ''}, "
             f"{report['params']:,} parameters, windows of {report['sequence_length']} tokens, "
             f"{report['vocabulary_size']} WordPieces from the training text; {report['epochs_run']} epochs in "
@@ -67,14 +64,16 @@ def main(argv):
             "|---|---|---|",
             *[f"| {name} | {value} | {'yes' if ok else '**no**'} |" for name, value, ok in checks],
             "",
-            "Per format: perplexity on every test window (the step driven over it, zero state at each window's "
-            "start; the n-gram sees the same in-window context), latency = one step, batch 1:",
+            f"Per format: `perplexity` along the test stream cut into {report.get('lanes', 1)} contiguous lanes, the "
+            "step's state carried from token to token (the n-gram scores the same lanes with its n-1 tokens of "
+            "history); `window_perplexity` on every test window from a zero state; latency = one step, batch 1:",
             "",
             format_table(report),
             "",
-            f"Baseline: interpolated Kneser-Ney on the same WordPiece ids, order chosen on validation "
-            f"(validation perplexity by order: {by_order}); teacher-forced Keras perplexity "
-            f"{report['teacher_forced_perplexity']:.2f} (equal to the step loop's).",
+            f"Baseline: interpolated Kneser-Ney on the same WordPiece ids, order chosen on validation lanes "
+            f"(validation perplexity by order: {by_order}); on the windows it scores "
+            f"{baseline.get('window_perplexity', float('nan')):.2f}. Teacher-forced Keras perplexity on the windows "
+            f"{report['teacher_forced_perplexity']:.2f} (equal to the step loop's `window_perplexity`).",
             "",
             "| prompt | greedy continuation (LiteRT = Keras) |",
             "|---|---|",

@@ -1,6 +1,6 @@
 """LiteRT int8 vs fp32 batch-1 latency and size as the input grows, per backbone (classification head).
 
-    python benchmarks/int8_latency.py [--sizes 28,96,224] [--backbones resnet,edgenet] [--threads 2]
+    python benchmarks/int8_latency.py [--sizes 28,96,224] [--backbones resnet,edgenet,...] [--threads 2]
 
 At 28x28 the default model is ~2.5 MFLOPs and its latency is mostly per-op interpreter overhead,
 which int8 does not shrink; this measures where int8's arithmetic advantage starts to show.
@@ -28,13 +28,15 @@ from toolkit.tasks import classification  # noqa: E402
 def main(argv):
     p = argparse.ArgumentParser()
     p.add_argument("--sizes", default="28,96,224")
-    p.add_argument("--backbones", default="resnet,edgenet")
+    p.add_argument("--backbones", default="resnet,edgenet,edgenet_lite,mobilenetv3_small")
     p.add_argument("--threads", type=int, default=2)
     args = p.parse_args(argv)
     rng = np.random.default_rng(0)
     rows = []
     for name in args.backbones.split(","):
         for size in [int(s) for s in args.sizes.split(",")]:
+            if size < backbones.entry(name).min_size:  # keras.applications' MobileNetV3 takes 32 px and up
+                continue
             channels = 1 if size == 28 else 3
             model = classification.build(name, (size, size, channels), 10)
             calibration = rng.integers(0, 256, (32, size, size, channels)).astype(np.float32)
@@ -55,7 +57,7 @@ def main(argv):
             print(rows[-1], flush=True)
     body = "\n".join(
         [
-            "## LiteRT int8 vs fp32 as the input grows (issue 2, latency and size targets)",
+            "## LiteRT int8 vs fp32 as the input grows (issues 2, 19: latency and size targets)",
             "",
             f"Command: `{shlex.join(['python', 'benchmarks/int8_latency.py', *argv])}`; "
             f"batch 1, XNNPACK, {args.threads} threads, median of >= 50 invokes after warm-up.",

@@ -23,7 +23,7 @@ def parse_args(argv=None):
     p = recipe.parser("classification", __doc__.splitlines()[0], **DEFAULTS)
     p.add_argument("--image-size", type=recipe.positive_int, default=None, help="resize images (square)")
     p.add_argument("--augment", default="flip", help="none, flip or flip_shift")
-    p.add_argument("--head-dropout", type=float, default=0.2)
+    p.add_argument("--head-dropout", type=recipe.fraction, default=0.2)
     p.add_argument("--calibration-samples", type=recipe.positive_int, default=300)
     recipe.add_split_options(p)
     return p.parse_args(argv)

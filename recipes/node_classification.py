@@ -24,7 +24,7 @@ DEFAULTS = dict(data="drosophila", backbone="gcn", epochs=200, learning_rate=1e-
 def parse_args(argv=None):
     p = recipe.parser("node_classification", __doc__.splitlines()[0], **DEFAULTS)
     p.add_argument("--labels-per-class", type=recipe.positive_int, default=5, help="labelled training nodes per class")
-    p.add_argument("--head-dropout", type=float, default=0.5)
+    p.add_argument("--head-dropout", type=recipe.fraction, default=0.5)
     p.add_argument("--weight-decay", type=float, default=5e-4)
     return p.parse_args(argv)
 

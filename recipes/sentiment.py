@@ -33,7 +33,7 @@ def parse_args(argv=None):
     p.add_argument("--text-column", default="text", help="for csv/tsv/jsonl data")
     p.add_argument("--label-column", default="label", help="for csv/tsv/jsonl data")
     p.add_argument("--class-names", default=None, help="comma-separated label values, in order (default: sorted)")
-    p.add_argument("--head-dropout", type=float, default=0.5)
+    p.add_argument("--head-dropout", type=recipe.fraction, default=0.5)
     # Chosen on validation (issue 18): backbone alone 0.786, 65,536 buckets 0.787, 262,144 buckets 0.794.
     p.add_argument("--ngram-buckets", type=int, default=262144,
                    help="hashed-bigram buckets of a naive-Bayes-started n-gram model beside the backbone (0: off)")

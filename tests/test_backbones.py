@@ -63,3 +63,24 @@ def test_width_multiplier_scales_edgenet():
     small = backbones.count_params(backbones.get("edgenet", SHAPE, width=0.5))
     large = backbones.count_params(backbones.get("edgenet", SHAPE, width=1.0))
     assert small < 0.5 * large
+
+
+def test_edgenet_lite_int8_file_has_only_ops_on_the_fast_int8_path(tmp_path):
+    """What makes edgenet slow in int8 (hard-swish, the squeeze-excite gate's mean, hard-sigmoid and
+    broadcast multiply) is gone from edgenet_lite's int8 file: convolutions with fused ReLU6 and adds."""
+    import numpy as np
+    from ai_edge_litert.interpreter import Interpreter
+
+    from toolkit.export import litert
+
+    def int8_ops(name):
+        saved = str(tmp_path / name)
+        litert.export_saved_model(backbones.get(name, SHAPE), saved)
+        images = np.random.default_rng(0).integers(0, 256, (8, *SHAPE)).astype("float32")
+        interpreter = Interpreter(model_content=litert.convert(saved, "int8", images))
+        return {op["op_name"] for op in interpreter._get_ops_details()}
+
+    lite, full = int8_ops("edgenet_lite"), int8_ops("edgenet")
+    assert {"HARD_SWISH", "MEAN"} <= full  # the control: the same check finds them in edgenet
+    assert not lite & {"HARD_SWISH", "MEAN", "LOGISTIC"}, lite
+    assert lite <= {"CONV_2D", "DEPTHWISE_CONV_2D", "ADD", "MUL", "QUANTIZE", "DEQUANTIZE"}, lite

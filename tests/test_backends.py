@@ -40,7 +40,9 @@ def _loss_ratios(out):
 def test_every_backbone_builds_fits_and_predicts(backend):
     out = run_python(BUILD_FIT_PREDICT.format(backend=backend, seed=SEED), backend=backend)
     ratios = _loss_ratios(out)
-    assert len(ratios) == 3 + 1, out  # edgenet, resnet, mobilenetv3_small, hub_resnet
+    from toolkit import backbones
+
+    assert set(ratios) == set(backbones.names("vision")), out  # every registered vision backbone
     for name, ratio in ratios.items():
         margin(f"{name} loss last/first epoch", ratio, 0.95, trivial=1.0, higher=False)
 

@@ -131,6 +131,8 @@ cli("COCO split files with other categories", [*DET, "--data",
 cli("missing COCO split file", [*DET, "--data", f"coco:{F}/coco/good.json,test={F}/coco/nowhere.json"],
     "nowhere.json does not exist")  # fmt: skip
 cli("split fraction outside [0, 1)", [*DET, "--test-fraction", "1.5"], "--test-fraction", "[0, 1)", "'1.5'")
+cli("head dropout of 1 or more", ["run", "generation", "--output", O, "--head-dropout", "1"], "--head-dropout",
+    "[0, 1)", "'1'")  # fmt: skip
 cli("split fractions summing to 1", [*CLS, "--validation-fraction", "0.5", "--test-fraction", "0.5"],
     "--validation-fraction 0.5 and --test-fraction 0.5 sum to 1 or more")  # fmt: skip
 cli("mask of the wrong size", [*SEG, "--data", f"folder:{F}/seg_size"], "007.png", "mask is 16x16",

@@ -35,7 +35,8 @@ def test_bad_recipe_options_are_named(tmp_path):
 def test_backbones_lists_every_backbone_with_counts():
     done = run_cli("backbones", "--input-size", "64", "--sequence-length", "16")
     assert done.returncode == 0, done.stderr
-    names = ("edgenet", "resnet", "mobilenetv3_small", "hub_resnet", "birnn", "causal_rnn", "transformer")
+    names = ("edgenet", "edgenet_lite", "resnet", "mobilenetv3_small", "hub_resnet", "birnn", "causal_rnn",
+             "transformer")  # fmt: skip
     for name in names + ("gcn", "graphsage"):
         line = next(line for line in done.stdout.splitlines() if line.startswith(name + " "))
         params, gflops = int(line.split()[3].replace(",", "")), float(line.split()[4])

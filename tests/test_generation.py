@@ -13,6 +13,18 @@ from tests.conftest import SEED, margin, run_cli
 from tests.test_cli import _fails_with
 
 
+def test_lanes_cut_a_stream_into_contiguous_rows_and_a_short_one_is_refused():
+    from toolkit.data import corpus
+    from toolkit.errors import ToolkitError
+
+    stream = np.arange(1, 103)  # 102 tokens: 4 lanes of 25, the last 2 tokens dropped
+    lanes = corpus.lanes(stream, 4)
+    assert lanes.shape == (4, 25) and lanes.dtype == np.int32
+    assert np.array_equal(lanes.reshape(-1), stream[:100])  # each row continues where the previous ended
+    with pytest.raises(ToolkitError, match="too few for 60 lanes"):
+        corpus.lanes(stream, 60)
+
+
 def test_kneser_ney_is_a_distribution_and_uses_its_context():
     from toolkit.metrics.language_model import KneserNey, perplexity
 
@@ -55,8 +67,10 @@ def test_language_model_learns_and_litert_continues_prompts_like_keras(generatio
     vocabulary = result["vocabulary_size"]
     # a uniform guess over the vocabulary scores perplexity = vocabulary size
     margin("keras perplexity / vocabulary", formats["keras"]["perplexity"] / vocabulary, 1 / 3, trivial=1.0, higher=False)
-    # The step loop (what LiteRT runs) reproduces the full model's teacher-forced perplexity.
-    assert formats["keras"]["perplexity"] == pytest.approx(result["teacher_forced_perplexity"], rel=1e-4)
+    # The step loop (what LiteRT runs) reproduces the full model's teacher-forced perplexity on windows;
+    # along the lanes it carries its state across window boundaries, which scores every token otherwise.
+    assert formats["keras"]["window_perplexity"] == pytest.approx(result["teacher_forced_perplexity"], rel=1e-4)
+    assert formats["keras"]["perplexity"] != pytest.approx(formats["keras"]["window_perplexity"], rel=1e-3)
     assert formats["tflite_fp32"]["perplexity"] == pytest.approx(formats["keras"]["perplexity"], rel=1e-4)
     assert formats["tflite_fp32"]["identical_to_keras"] == 1.0
     baseline = result["baselines"]["kneser_ney"]

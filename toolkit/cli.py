@@ -133,7 +133,8 @@ def cmd_predict(argv):
     p.add_argument("--run", default=os.path.join("saved_models", name), help="run folder")
     p.add_argument("--format", default=predict.AUTO,
                    help=f"{', '.join(predict.FORMAT_FILES)}, or auto (the default): the fastest format within "
-                   f"{predict.ACCURATE_POINTS:g} pt of Keras in the run's benchmark.json, else {predictor.default_format}")  # fmt: skip
+                   f"{predict.ACCURATE_POINTS:g} pt of Keras in the run's benchmark.json, "
+                   f"else {predictor.default_format}")  # fmt: skip
     if predictor.inputs == "texts":
         p.add_argument("--file", help="a UTF-8 text file: one text per line")
     p.add_argument("--json", action="store_true", help="one JSON object per input on stdout")

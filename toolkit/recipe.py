@@ -50,7 +50,7 @@ def _settle_backbone(args, default):
 
 def parser(name, description, prog=None, **defaults):
     p = ArgumentParser(prog=prog or f"toolkit run {name}", description=description)
-    p.backbone_default = defaults.get("backbone", "edgenet")
+    p.backbone_default = defaults.get("backbone", "edgenet_lite")
     p.add_argument("--data", default=defaults.get("data"), help="data source (see toolkit.data)")
     p.add_argument("--data-dir", default=None, help="where TFDS keeps prepared datasets")
     p.add_argument("--backbone", default=None, help=f"see `toolkit backbones` (default {p.backbone_default})")

@@ -100,6 +100,15 @@ def windows(stream, length, stride=None):
     return np.stack([stream[s : s + length + 1] for s in starts]).astype(np.int32)
 
 
+def lanes(stream, count):
+    """(count, T) rows that cut a stream into `count` contiguous pieces (the few tokens left over are
+    dropped): what a language model reads with its state carried along each row, as a batched stream."""
+    length = len(stream) // count
+    if length < 2:
+        raise ToolkitError(f"{len(stream)} tokens are too few for {count} lanes of at least 2")
+    return np.asarray(stream[: length * count], np.int32).reshape(count, length)
+
+
 def pretraining_corpus():
     """Every text available offline, each source split as its own recipe splits it, so that no text a
     recipe scores (sentiment's test snippets, generation's test paragraphs) is trained on:

@@ -116,7 +116,8 @@ def benchmark_in_subprocess(run_dir, formats=FORMATS, threads=(1, 2), floor=None
     if done.returncode != 0:
         lines = [line for line in done.stderr.strip().splitlines() if line.strip()]
         ours = [line[len("error: ") :] for line in lines if line.startswith("error: ")]  # not converter chatter
-        raise ToolkitError(ours[-1] if ours else f"{run_dir}: benchmark failed: {lines[-1] if lines else done.returncode}")
+        detail = lines[-1] if lines else f"exit status {done.returncode}"
+        raise ToolkitError(ours[-1] if ours else f"{run_dir}: benchmark failed: {detail}")
     with open(os.path.join(run_dir, BENCHMARK_FILE)) as f:
         result = json.load(f)
     return result, [k for k, v in result["formats"].items() if v["status"] != "passed"]

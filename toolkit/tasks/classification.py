@@ -16,7 +16,7 @@ METRIC = "top1"
 
 
 def build(
-    backbone="edgenet", input_shape=(28, 28, 1), num_classes=10, level="P5", head_dropout=0.2, **backbone_options
+    backbone="edgenet_lite", input_shape=(28, 28, 1), num_classes=10, level="P5", head_dropout=0.2, **backbone_options
 ):
     """The task model: image -> backbone (a nested model named after it) -> head -> probabilities."""
     if num_classes < 2:

@@ -24,8 +24,10 @@ PARTS = ("step",)
 STEP_PART = "step"
 
 
-def build(backbone="causal_rnn", sequence_length=64, vocabulary_size=2000, **backbone_options):
-    """token ids (B, T) -> next-token logits (B, T, V); the recurrent state starts at zero."""
+def build(backbone="causal_rnn", sequence_length=64, vocabulary_size=2000, head_dropout=0.0, **backbone_options):
+    """token ids (B, T) -> next-token logits (B, T, V); the recurrent state starts at zero.
+    head_dropout: dropout on the backbone's sequence before the logits (Zaremba et al.'s output
+    dropout; training only, so the exported step is unchanged)."""
     backbones.require_kind(backbone, "text")
     feature_model = backbones.get(backbone, (sequence_length,), vocabulary_size=vocabulary_size, **backbone_options)
     state_inputs = [t for t in feature_model.inputs if t.name.startswith("state_")]
@@ -36,6 +38,8 @@ def build(backbone="causal_rnn", sequence_length=64, vocabulary_size=2000, **bac
     tokens = keras.Input((sequence_length,), dtype="int32", name="tokens")
     states = {t.name: ZeroState(t.shape[-1], name=f"zero_{t.name}")(tokens) for t in state_inputs}
     sequence = decoder({"tokens": tokens, **states})["sequence"]
+    if head_dropout:
+        sequence = keras.layers.Dropout(head_dropout, name="head_dropout")(sequence)
     logits = keras.layers.Dense(vocabulary_size, name="logits")(sequence)
     return keras.Model(tokens, logits, name="language_model")
 
@@ -87,11 +91,19 @@ def continue_greedy(step, prompts, new_tokens):
 
 
 def evaluate(engines, data):
-    """(metrics, greedy continuations) on a stored test split {"windows", "prompts", "new_tokens"}."""
+    """(metrics, greedy continuations) on a stored test split {"windows", "prompts", "new_tokens"} and,
+    in runs that store them, "lanes": the test stream as a few contiguous rows (corpus.lanes).
+
+    perplexity: over the lanes, the state carried from token to token along each one, as an LM reads a
+    stream (Mikolov's and Zaremba's evaluation; the n-gram baseline scores the same lanes with its
+    n-1 tokens of history); window_perplexity: each window from a zero state, the figure the full
+    model's teacher-forced pass must reproduce. Runs without lanes report the windows' figure as both."""
     step = engines[STEP_PART]
-    nll = negative_log_likelihoods(step, data["windows"])
+    window_nll = negative_log_likelihoods(step, data["windows"])
+    nll = negative_log_likelihoods(step, data["lanes"]) if "lanes" in data else window_nll
     continuations = continue_greedy(step, data["prompts"], int(data["new_tokens"]))
-    return {METRIC: lm_metrics.perplexity(nll), "tokens_scored": int(nll.size)}, continuations
+    return {METRIC: lm_metrics.perplexity(nll), "window_perplexity": lm_metrics.perplexity(window_nll),
+            "tokens_scored": int(nll.size)}, continuations  # fmt: skip
 
 
 def score(logits, windows):

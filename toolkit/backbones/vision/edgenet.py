@@ -1,8 +1,14 @@
-"""EdgeNet: our compact edge backbone in the MobileNetV3 style.
+"""EdgeNet: our compact edge backbone in the MobileNetV3 style, and EdgeNet-Lite for int8.
 
 Inverted residual blocks (1x1 expand, depthwise kxk, 1x1 project), squeeze-and-excite on the
 wider blocks, hard-swish in the deeper stages, and a width multiplier. Every op here maps to a
 LiteRT builtin (CONV_2D, DEPTHWISE_CONV_2D, HARD_SWISH, MEAN, MUL, ADD) and quantizes to int8.
+
+`edgenet_lite` makes EfficientNet-Lite's changes to it (Tan & Le 2019; the TF Model Garden's
+efficientnet-lite): ReLU6 in every block and the stem, and no squeeze-and-excite. In int8, hard-swish
+and the squeeze-excite gate (a global mean, two 1x1 convs, hard-sigmoid, a broadcast multiply) leave
+XNNPACK's fast quantized path, and `edgenet` runs 1.1-3.4x slower in int8 than in fp32
+(benchmarks/int8_latency.py); ReLU6 fuses into the convolutions as their clamp.
 """
 
 import keras
@@ -78,25 +84,43 @@ def inverted_residual(x, kernel, expanded, filters, se, activation, stride, name
 )
 def edgenet(input_shape, width=1.0, dropout=0.0):
     """`width` scales every layer's channels; `dropout` is spatial dropout before each stage."""
+    return _build(input_shape, width, dropout, activation=None, squeeze_excite=True, name="edgenet")
+
+
+def _build(input_shape, width, dropout, activation, squeeze_excite, name):
+    """`activation` (e.g. "relu6"), when given, replaces the table's ReLU / hard-swish everywhere;
+    `squeeze_excite=False` drops every squeeze-and-excite gate."""
     inputs = keras.Input(input_shape, name="image")
     x = normalize(inputs)
-    x = conv_bn(x, make_divisible(16 * width), 3, 2, "hard_swish", "stem")
+    x = conv_bn(x, make_divisible(16 * width), 3, 2, activation or "hard_swish", "stem")
     pyramid = {"P1": x}
     block = 0
     for level, blocks in EDGENET_STAGES.items():
         if dropout:
             x = layers.SpatialDropout2D(dropout, name=f"{level}_dropout")(x)
-        for kernel, expanded, filters, se, activation, stride in blocks:
+        for kernel, expanded, filters, se, block_activation, stride in blocks:
             x = inverted_residual(
                 x,
                 kernel,
                 make_divisible(expanded * width),
                 make_divisible(filters * width),
-                se,
-                activation,
+                se and squeeze_excite,
+                activation or block_activation,
                 stride,
                 name=f"block{block}",
             )
             block += 1
         pyramid[level] = x
-    return keras.Model(inputs, pyramid, name="edgenet")
+    return keras.Model(inputs, pyramid, name=name)
+
+
+@register(
+    "edgenet_lite",
+    kind="vision",
+    provider="toolkit",
+    description="EdgeNet for int8 (EfficientNet-Lite's changes): ReLU6 everywhere, no squeeze-excite",
+    min_size=16,
+)
+def edgenet_lite(input_shape, width=1.0, dropout=0.0):
+    """EdgeNet's blocks and widths with ReLU6 and no squeeze-excite: what runs fast in int8."""
+    return _build(input_shape, width, dropout, activation="relu6", squeeze_excite=False, name="edgenet_lite")
