@@ -233,29 +233,8 @@ def litert_format(run_dir, module, name, saved_model_dir, inputs, calibration, l
     float_layers = module.float_layers if float_layers is None else float_layers
     write_atomic(path, litert.convert(saved_model_dir, name.split("_", 1)[1], feed(calibration), float_layers))
     crash_point(f"export:{name}")
-    runtime = litert.LiteRTModel(path, threads=threads[0])
-    outputs = named_like(runtime.predict(feed(inputs)), reference)
-    if not all_finite(outputs):
-        raise ToolkitError(f"{os.path.basename(path)} gives non-finite outputs")
-    by_threads = {}
-    for count in threads:
-        timed = runtime if count == threads[0] else litert.LiteRTModel(path, threads=count)
-        by_threads[str(count)] = timed.latency_ms(feed(first(inputs)))
-    latency, p90 = by_threads[str(threads[0])]
-    entry = {
-        **module.score(outputs, labels),
-        "latency_ms": latency,
-        "latency_p90_ms": p90,
-        "size_bytes": litert.size_bytes(path),
-        "max_abs_diff": max_abs_diff(outputs, reference),
-        **module.compare(outputs, reference),
-        "threads": threads[0],
-    }
-    if len(threads) > 1:
-        entry["latency_ms_by_threads"] = {k: v[0] for k, v in by_threads.items()}
-    if runtime.input_quantization or runtime.output_quantization:
-        entry["io_quantization"] = runtime.io_quantization()
-    return entry
+    return _measured(path, lambda count: litert.LiteRTModel(path, threads=count), module, inputs, labels, reference,
+                     threads)  # fmt: skip
 
 
 def onnx_format(run_dir, module, model, inputs, labels, reference, threads=(2,)):
@@ -265,12 +244,18 @@ def onnx_format(run_dir, module, model, inputs, labels, reference, threads=(2,))
     path = os.path.join(run_dir, ONNX_FILE)
     onnx.export(model, path, feed(first(inputs)))
     names = list(reference) if isinstance(reference, dict) else None
-    runtime = onnx.OnnxModel(path, threads[0], names)
+    return _measured(path, lambda count: onnx.OnnxModel(path, count, names), module, inputs, labels, reference, threads)
+
+
+def _measured(path, open_runtime, module, inputs, labels, reference, threads):
+    """A written file's entry: its outputs on the whole test split (scored, compared with Keras), its
+    batch-1 latency per thread count and its size. open_runtime(threads) -> LiteRTModel or OnnxModel."""
+    runtime = open_runtime(threads[0])
     outputs = named_like(runtime.predict(feed(inputs)), reference)
     if not all_finite(outputs):
         raise ToolkitError(f"{os.path.basename(path)} gives non-finite outputs")
-    by_threads = {str(count): (runtime if count == threads[0] else onnx.OnnxModel(path, count, names))
-                  .latency_ms(feed(first(inputs))) for count in threads}  # fmt: skip
+    by_threads = {str(count): (runtime if count == threads[0] else open_runtime(count)).latency_ms(feed(first(inputs)))
+                  for count in threads}  # fmt: skip
     latency, p90 = by_threads[str(threads[0])]
     entry = {
         **module.score(outputs, labels),
@@ -283,6 +268,8 @@ def onnx_format(run_dir, module, model, inputs, labels, reference, threads=(2,))
     }
     if len(threads) > 1:
         entry["latency_ms_by_threads"] = {k: v[0] for k, v in by_threads.items()}
+    if getattr(runtime, "input_quantization", None) or getattr(runtime, "output_quantization", None):
+        entry["io_quantization"] = runtime.io_quantization()  # int8 I/O LiteRT files: what a device feeds
     return entry
 
 
