@@ -55,14 +55,13 @@ def main(argv=None):
 
         # Export and verify every format on the whole test split (calibration from the training split).
         test_images, test_labels = data.arrays("test")
-        formats, outputs = run.export(model, test_images, test_labels, data.calibration_images(args.calibration_samples))
+        formats, outputs = run.export(model, test_images, test_labels, data.calibration_images(args.calibration_samples),
+                                      class_names=data.class_names, intensity=data.intensity)
 
         matrix = classification.confusion_matrix(outputs, test_labels, len(data.class_names))
         report.plot_confusion(matrix, data.class_names, run.file("confusion_matrix.png"))
         run.conclude(
             model,
-            class_names=data.class_names,
-            intensity=data.intensity,  # 16-bit data: the scaling rule predict applies
             head="global average pool + dropout + softmax dense on P5",
             dataset=data.source,
             split_sizes=data.sizes,

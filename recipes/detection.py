@@ -71,14 +71,13 @@ def main(argv=None):
         detector = detection.inference_model(model, args.max_detections, args.score_threshold, args.iou_threshold)
         test_images, ground_truth = data.ground_truth("test")
         labels = detection.pack_ground_truth(ground_truth)
-        formats, outputs = run.export(detector, test_images, labels, data.calibration_images(args.calibration_samples))
+        formats, outputs = run.export(detector, test_images, labels, data.calibration_images(args.calibration_samples),
+                                      class_names=data.class_names, intensity=data.intensity)
 
         report.plot_detections(test_images, outputs, ground_truth, data.class_names, run.file("detections.png"))
         per_class = detection.score(outputs, labels, num_classes)["per_class_ap"]
         run.conclude(
             detector,
-            class_names=data.class_names,
-            intensity=data.intensity,  # 16-bit data: the scaling rule predict applies
             head=f"FPN ({args.neck_channels} ch) + CenterNet/TTFNet-style heatmap and GIoU edge head at stride 4, "
             "keras.ops decoding and greedy NMS in the graph",
             dataset=data.source,

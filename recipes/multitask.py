@@ -91,7 +91,8 @@ def main(argv=None):
         masks = np.stack([e["segmentation_mask"][..., 0] for e in data.test.as_numpy_iterator()]) \
             if "segmentation" in args.heads else None  # fmt: skip
         labels = multitask.labels_from_ground_truth(ground_truth, masks, num_classes, args.heads)
-        formats, outputs = run.export(exported, test_images, labels, data.calibration_images(args.calibration_samples))
+        formats, outputs = run.export(exported, test_images, labels, data.calibration_images(args.calibration_samples),
+                                      class_names=data.class_names, intensity=data.intensity)
 
         if "detection" in args.heads:
             report.plot_detections(test_images, outputs, ground_truth, data.class_names, run.file("detections.png"))
@@ -100,8 +101,6 @@ def main(argv=None):
                                      run.file("segmentation.png"))  # fmt: skip
         run.conclude(
             exported,
-            class_names=data.class_names,
-            intensity=data.intensity,  # 16-bit data: the scaling rule predict applies
             heads=list(args.heads),
             head_weights=args.head_weights,
             head_metrics={h: multitask.HEAD_METRICS[h] for h in args.heads},

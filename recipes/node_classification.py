@@ -81,7 +81,8 @@ def main(argv=None):
     with recipe.TrainingRun("node_classification", args, argv, options) as run:
         run.fit(model, train, validation)
         test_labels = task.masked_labels(data.labels, split["test"])
-        formats, outputs = run.export(model, inputs, test_labels, inputs)
+        formats, outputs = run.export(model, inputs, test_labels, inputs,
+                                      class_names=data.class_names)
         reference = baselines(data, split)
         predicted = np.argmax(outputs[0], axis=-1)
         report.plot_graph(
@@ -89,7 +90,6 @@ def main(argv=None):
         )
         run.conclude(
             model,
-            class_names=data.class_names,
             baselines=reference,
             head="dropout + per-node softmax dense on the backbone's node features",
             dataset=data.source,

@@ -63,14 +63,13 @@ def main(argv=None):
         segmenter = segmentation.inference_model(model)
         test_images, test_masks = data.arrays("test")
         formats, outputs = run.export(segmenter, test_images, test_masks,
-                                      data.calibration_images(args.calibration_samples))  # fmt: skip
+                                      data.calibration_images(args.calibration_samples),
+                                      class_names=data.class_names, intensity=data.intensity)  # fmt: skip
 
         report.plot_segmentation(test_images, outputs, test_masks, data.class_names, run.file("segmentation.png"))
         per_class = segmentation.score(outputs, test_masks, num_classes)["per_class_iou"]
         run.conclude(
             segmenter,
-            class_names=data.class_names,
-            intensity=data.intensity,  # 16-bit data: the scaling rule predict applies
             head=f"FPN ({args.neck_channels} ch) + {args.head_depth} separable convs at stride 4, bilinear x4 "
             "logits, arg-max to a uint8 class map in the graph",
             dataset=data.source,

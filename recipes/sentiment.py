@@ -128,7 +128,8 @@ def main(argv=None):
         # Export and verify every format on the whole test split (calibration from the training split).
         test_tokens, test_labels = tokenizer.encode(tokenize, data.test[0]), data.test[1]
         calibration = train_tokens[: args.calibration_samples]
-        formats, outputs = run.export(model, test_tokens, test_labels, calibration)
+        formats, outputs = run.export(model, test_tokens, test_labels, calibration,
+                                      class_names=data.class_names)
 
         nbsvm, cost = nbsvm_bigrams(data)
         reference = {"nbsvm_bigrams": nbsvm, "nbsvm_bigrams_C": cost,
@@ -137,7 +138,6 @@ def main(argv=None):
         report.plot_confusion(matrix, data.class_names, run.file("confusion_matrix.png"))
         run.conclude(
             model,
-            class_names=data.class_names,
             baselines=reference,
             head="dropout + dense on the backbone's pooled vector"
             + (f" + naive-Bayes-started n-gram logits ({args.ngram_buckets} buckets)" if args.ngram_buckets else "")

@@ -99,6 +99,20 @@ cli("predict a folder without images", ["predict", "classification", f"{O}", "--
     "holds no images")  # fmt: skip
 cli("predict a glob that matches nothing", ["predict", "classification", f"{F}/nothing*.png", "--run",
     f"{O}/classification"], "nothing*.png: no file matches")  # fmt: skip
+cli("predict --model with a file the toolkit did not write", ["predict", "--model", f"{F}/plain.tflite", f"{F}/ok.png"],
+    "plain.tflite carries no toolkit metadata", "--run")  # fmt: skip
+cli("predict --model with a missing file", ["predict", "--model", f"{F}/gone.tflite", f"{F}/ok.png"],
+    "gone.tflite: no such model file")  # fmt: skip
+cli("predict --model with another recipe's file", ["predict", "sentiment", "fine", "--model", f"{F}/classifier.tflite"],
+    "classifier.tflite is a classification model", "not sentiment")  # fmt: skip
+cli("predict --model with --format", ["predict", "--model", f"{F}/classifier.tflite", f"{F}/ok.png", "--format",
+    "keras"], "--format picks a file in a run folder")  # fmt: skip
+cli("predict --model with a run folder", ["predict", "classification", f"{F}/ok.png", "--model", f"{O}/classification"],
+    "give a .tflite file")  # fmt: skip
+cli("predict node classification from a bare file", ["predict", "node_classification", "--model", f"{F}/classifier.tflite"],
+    "is a classification model", "not node_classification")  # fmt: skip
+cli("mediapipe for a sentiment run", ["mediapipe", f"{O}/sentiment"], "sentiment run", "classification and detection")
+cli("mediapipe with int16x8", ["mediapipe", f"{O}/classification", "--quantization", "int16x8"], "fp32 or int8")
 cli("predict texts from a missing file", ["predict", "sentiment", "--file", f"{F}/no_texts.txt", "--run",
     f"{O}/sentiment"], "no_texts.txt: no such text file")  # fmt: skip
 api("empty text to predict", lambda: _text().check_text("   ", "text 2"), "text 2: the text is empty")
@@ -312,6 +326,14 @@ def files(tmp_path_factory):
     _tiny_model(f"{f}/run_lambda/model.keras", with_lambda=True)
     _coco(f"{f}/coco")
     _presets(f)
+    _write(f"{f}/plain.tflite", b"TFL3 not toolkit written")  # a model file without toolkit metadata
+    described = io.BytesIO(b"TFL3 stands in for a classifier's flatbuffer")
+    described.seek(0, os.SEEK_END)
+    with zipfile.ZipFile(described, "a") as archive:  # what toolkit.export.metadata packs onto a file
+        archive.writestr("toolkit.json", json.dumps({"toolkit_metadata": 1, "task": "classification",
+                                                     "recipe": "classification", "format": "tflite_int8"}))  # fmt: skip
+        archive.writestr("labels.txt", "a\nb\n")
+    _write(f"{f}/classifier.tflite", described.getvalue())
     for name, mutate in (
         ("seg_size", lambda masks: masks.update({7: np.zeros((16, 16), np.uint8)})),
         ("seg_missing", lambda masks: masks.pop(7)),

@@ -151,6 +151,43 @@ def exported_run(tmp_path_factory):
     return run, formats, outputs
 
 
+def test_unrolled_nms_rounds_give_the_while_loops_answer():
+    """MediaPipe's single-subgraph detector unrolls NMS (nms_rounds); on crowded random maps (100
+    overlapping candidates) 8 rounds keep exactly what the loop to the fixed point keeps."""
+    rng = np.random.default_rng(SEED)
+    maps = {"heatmap": rng.uniform(0, 1, (4, 16, 16, 3)).astype("float32"),
+            "edges": rng.uniform(2, 12, (4, 16, 16, 4)).astype("float32")}  # fmt: skip
+    exact = DetectionDecoder(4, (64, 64))(maps)
+    unrolled = DetectionDecoder(4, (64, 64), nms_rounds=8)(maps)
+    assert int(np.sum(exact["num_detections"])) > 40  # NMS had work to do: most of 4 x 100 were suppressed
+    for key in exact:
+        assert np.array_equal(np.asarray(exact[key]), np.asarray(unrolled[key])), key
+
+
+def test_mediapipe_object_detector_shows_what_litert_finds(exported_run, tmp_path):
+    """The MediaPipe file (RGB in, one subgraph: NMS unrolled; ratio boxes, float classes and count)
+    runs through MediaPipe's ObjectDetector, which shows exactly what LiteRT computes from the file.
+    The tiny detector keeps no box above the run's threshold, so the file is made with threshold 0:
+    every box NMS keeps is compared."""
+    pytest.importorskip("mediapipe")
+    import shutil
+
+    from ai_edge_litert.interpreter import Interpreter
+
+    from toolkit.export import mediapipe
+
+    run, formats, _ = exported_run
+    copy = tmp_path / "detection"
+    shutil.copytree(run, copy)
+    (copy / "labels.txt").write_text("a\nb\nc\n")  # what a recipe writes beside what export_model does
+    (copy / "report.json").write_text(json.dumps({"recipe": "detection", "formats": formats}))
+    path, _ = mediapipe.export(str(copy), "fp32", score_threshold=0.0)
+    ops = {op["op_name"] for op in Interpreter(path)._get_ops_details()}
+    assert "WHILE" not in ops and "TOPK_V2" in ops, ops  # MediaPipe takes one subgraph
+    check = mediapipe.check_on_test_split(str(copy), path, count=16, min_score=0.0)
+    assert check["detections"] >= 16 * 5 and check["identical_detections"] == 1.0, check
+
+
 @pytest.mark.learned
 def test_export_keeps_nms_inside_and_matches_keras(exported_run):
     from ai_edge_litert.interpreter import Interpreter

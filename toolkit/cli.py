@@ -22,6 +22,7 @@ commands:
   train RECIPE [options]                      the same as run
   pretrain vision|text [options]              pretrain a backbone into a preset folder (then --backbone-preset DIR)
   predict classification IMAGE|FOLDER|GLOB|-... [--run DIR] [--format F] [--json] [--unsafe-load]
+  predict --model FILE.tflite INPUT...        predict with one exported file on its own (labels inside)
   predict sentiment "TEXT"... | --file TEXTS | - [--run DIR] [--format F] [--json]
   predict detection IMAGE...                  boxes, drawn to IMAGE.detections.png
   predict segmentation IMAGE...               class map, to IMAGE.segmentation.png
@@ -30,6 +31,8 @@ commands:
   generate "PROMPT" [--max-tokens N] [--sampler greedy|top_k|top_p|temperature|beam] [--run DIR]
                                               stream a language model's continuation (generation run)
   translate "TEXT"... [--sampler greedy|beam] [--run DIR]   translate with a translation run
+  mediapipe RUN_DIR [--quantization fp32|int8] [--output FILE]
+                                              a MediaPipe Tasks file (ImageClassifier / ObjectDetector) of a run
   benchmark RUN_DIR... | --all [--formats F,...] [--threads 1,2] [--floor POINTS]
                                               every export format: status, size, metric, latency
 """
@@ -120,17 +123,35 @@ UNSAFE_HELP = "load a .keras file that carries Python code (Lambda layers): only
 PROGRESS_CHUNK = 256  # inputs per predictor call on long inputs, with a progress line on stderr after each
 
 
+def _model_option(argv):
+    """The value of --model FILE / --model=FILE in argv, or None."""
+    for i, item in enumerate(argv):
+        if item == "--model" and i + 1 < len(argv):
+            return argv[i + 1]
+        if item.startswith("--model="):
+            return item[len("--model="):]
+    return None
+
+
 def cmd_predict(argv):
-    if not argv or argv[0].startswith("-"):
-        raise ToolkitError(f"toolkit predict needs a recipe: {', '.join(_recipes())}")
-    name = choose("recipe", argv[0], _recipes())
     from toolkit import predict
+
+    model_file = _model_option(argv)
+    if model_file is not None and (not argv or argv[0].startswith("-")):  # the file says which recipe it is
+        from toolkit.export.metadata import read
+
+        argv = [read(model_file)["description"].get("recipe", "?"), *argv]
+    if not argv or argv[0].startswith("-"):
+        raise ToolkitError(f"toolkit predict needs a recipe (or --model FILE.tflite): {', '.join(_recipes())}")
+    name = choose("recipe", argv[0], _recipes())
 
     task, predictor = predict.predictor_for(name)
     p = ArgumentParser(prog=f"toolkit predict {name}")
     p.add_argument("inputs", nargs="+" if predictor.inputs == "images" else "*",
                    help=f"{predictor.help}; - reads stdin")  # fmt: skip
     p.add_argument("--run", default=os.path.join("saved_models", name), help="run folder")
+    p.add_argument("--model", default=None, metavar="FILE.tflite",
+                   help="a .tflite file the toolkit wrote, on its own: its labels, vocabulary and scaling are inside")
     p.add_argument("--format", default=predict.AUTO,
                    help=f"{', '.join(predict.FORMAT_FILES)}, or auto (the default): the fastest format within "
                    f"{predict.ACCURATE_POINTS:g} pt of Keras in the run's benchmark.json, "
@@ -141,8 +162,15 @@ def cmd_predict(argv):
     p.add_argument("--unsafe-load", action="store_true", help=UNSAFE_HELP)
     args = p.parse_args(argv[1:])
     inputs = predict.expand_inputs(predictor.inputs, args.inputs, getattr(args, "file", None))
-    fmt = predict.resolve_format(args.run, args.format, predictor.default_format)
-    predict_rows = predictor.load(args.run, fmt, allow_unsafe=args.unsafe_load)  # the model loads once
+    if args.model is not None:
+        if not args.model.endswith(".tflite"):
+            raise ToolkitError(f"--model {args.model}: give a .tflite file (a run folder goes to --run)")
+        if args.format != predict.AUTO:
+            raise ToolkitError("--format picks a file in a run folder; --model names the file itself: give one")
+        source, fmt = args.model, None
+    else:
+        source, fmt = args.run, predict.resolve_format(args.run, args.format, predictor.default_format)
+    predict_rows = predictor.load(source, fmt, allow_unsafe=args.unsafe_load)  # the model loads once
     chunks = [inputs[i : i + PROGRESS_CHUNK] for i in range(0, len(inputs), PROGRESS_CHUNK)] or [inputs]
     for done, chunk in enumerate(chunks, 1):
         rows = predict_rows(chunk)
@@ -272,6 +300,30 @@ def cmd_benchmark(argv):
     return 0
 
 
+def cmd_mediapipe(argv):
+    p = ArgumentParser(prog="toolkit mediapipe")
+    p.add_argument("run", help="a finished classification or detection run folder")
+    p.add_argument("--quantization", default="fp32", help="fp32 or int8 (calibrated on the run's training samples)")
+    p.add_argument("--output", default=None, metavar="FILE.tflite", help="default: RUN/model_mediapipe[_int8].tflite")
+    p.add_argument("--check", type=positive_int, default=64, metavar="N",
+                   help="test images run through MediaPipe Tasks itself, where mediapipe is installed")
+    args = p.parse_args(argv)
+    from toolkit.export import mediapipe
+
+    path, entry = mediapipe.export(args.run, args.quantization, args.output)
+    check = mediapipe.check_on_test_split(args.run, path, args.check)
+    metric = entry["metric"]
+    print(f"wrote {path}: {metric} {entry[metric]:.4f} on the run's whole test split ({entry['drop_points']:+.2f} pt vs "
+          f"Keras), batch-1 latency {entry['latency_ms']:.3f} ms, {entry['size_bytes'] / 1e6:.3f} MB")  # fmt: skip
+    if check is None:
+        print("mediapipe is not installed here: the file was checked against the metadata schema and LiteRT only")
+    else:
+        agreement = check.get("top1_agreement", check.get("identical_detections"))
+        print(f"MediaPipe Tasks {check['mediapipe']} on {check['images']} test images: {agreement:.1%} the same as "
+              f"LiteRT on the file (largest score difference {check['max_score_diff']:.2g})")  # fmt: skip
+    return 0
+
+
 COMMANDS = {
     "backbones": cmd_backbones,
     "run": cmd_run,
@@ -279,6 +331,7 @@ COMMANDS = {
     "pretrain": cmd_pretrain,
     "predict": cmd_predict,
     "benchmark": cmd_benchmark,
+    "mediapipe": cmd_mediapipe,
     "generate": cmd_generate,
     "translate": cmd_translate,
 }

@@ -71,6 +71,55 @@ def load_run_model(run_dir, fmt, allow_unsafe=False):
     return runtime, tuple(int(d) for d in shape[1:])
 
 
+def is_model_file(source):
+    """A self-describing .tflite file given in place of a run folder (toolkit predict --model)."""
+    return str(source).endswith(".tflite") and not os.path.isdir(source)
+
+
+@dataclasses.dataclass
+class Source:
+    """What a predictor reads, from a run folder or a bare .tflite file (its packed metadata,
+    toolkit.export.metadata): the model (a callable on a batch), its input shape, the class names,
+    the 16-bit intensity rule (or the run folder that holds it) and, for text, the vocabulary."""
+
+    model: object
+    shape: tuple
+    labels: list
+    intensity: object
+    vocabulary: list = None
+
+
+def open_source(source, recipe, fmt, allow_unsafe=False, vocabulary=False):
+    """A Source from a run folder (its `fmt` file, labels.txt, vocab.txt) or from a .tflite file that
+    carries them; a file made for another recipe, or one without toolkit metadata, is one clear line."""
+    if not is_model_file(source):
+        labels = Run.of(source, recipe).labels()
+        model, shape = load_run_model(source, fmt, allow_unsafe)
+        words = None
+        if vocabulary:
+            from toolkit.data import tokenizer
+
+            words = tokenizer.load_vocabulary(source)
+        return Source(model, shape, labels, source, words)
+    from toolkit import tasks
+    from toolkit.export.litert import LiteRTModel
+    from toolkit.export.metadata import read
+
+    found = read(source)
+    described = found["description"]
+    if described.get("recipe") != recipe:
+        raise ToolkitError(f"{source} is a {described.get('recipe')} model ({described.get('task')}), not {recipe}")
+    if described.get("part", "model") != "model" or tasks.get(described["task"]).is_decoder:
+        raise ToolkitError(f"{source} is a decoder part: decode with toolkit {tasks.get(described['task']).verb}")
+    if not found["labels"]:
+        raise ToolkitError(f"{source}: its metadata holds no labels.txt, so its outputs cannot be named")
+    if vocabulary and not found["vocabulary"]:
+        raise ToolkitError(f"{source}: its metadata holds no vocab.txt, so texts cannot be turned into its token ids")
+    runtime = LiteRTModel(source)
+    shape = tuple(int(d) for d in runtime.interpreter.get_input_details()[0]["shape"][1:])
+    return Source(runtime, shape, found["labels"], described.get("intensity"), found["vocabulary"])
+
+
 def read_image(path, shape, intensity=None):
     """Reads one image file at the model's size and channel count; a bad file is named. 8-bit files
     come back as uint8; TIFF and 16-bit PNG files are read as training reads them (toolkit.data.intensity),
@@ -111,13 +160,11 @@ def read_image_and_size(path, shape, intensity=None):
 
 def classification_predictor(run_dir, fmt="tflite_int8", allow_unsafe=False):
     """Loads the run once; the returned function maps image files to rows (file, label, probability)."""
-    run = Run.of(run_dir, "classification")
-    labels = run.labels()
-    model, shape = load_run_model(run_dir, fmt, allow_unsafe)
+    found = open_source(run_dir, "classification", fmt, allow_unsafe)
 
     def predict(files):
-        batch = np.stack([read_image(f, shape, run_dir) for f in files]).astype(np.float32)
-        return [(f, labels[int(np.argmax(p))], float(np.max(p))) for f, p in zip(files, model(batch))]
+        batch = np.stack([read_image(f, found.shape, found.intensity) for f in files]).astype(np.float32)
+        return [(f, found.labels[int(np.argmax(p))], float(np.max(p))) for f, p in zip(files, found.model(batch))]
 
     return predict
 
@@ -132,10 +179,9 @@ class SentimentPredictor:
     def __init__(self, run_dir, fmt="tflite_dynamic", allow_unsafe=False):
         from toolkit.data import tokenizer
 
-        self.labels = Run.of(run_dir, "sentiment").labels()
-        vocabulary = tokenizer.load_vocabulary(run_dir)
-        self.model, shape = load_run_model(run_dir, fmt, allow_unsafe)
-        self.tokenizer = tokenizer.make(vocabulary, shape[0])
+        found = open_source(run_dir, "sentiment", fmt, allow_unsafe, vocabulary=True)
+        self.labels, self.model = found.labels, found.model
+        self.tokenizer = tokenizer.make(found.vocabulary, found.shape[0])
 
     def token_ids(self, texts):
         from toolkit.data.texts import check_text
@@ -197,14 +243,14 @@ def detection_predictor(run_dir, fmt="tflite_int8", allow_unsafe=False, min_scor
     """Loads the run once; the returned function gives the detections on the user's images, each drawn to
     FILE.detections.png (in output_dir, or beside the image). Rows: (file, class name, score,
     "x1,y1,x2,y2" in the original image's pixels) per detection, then (file, "wrote PATH") for its drawing."""
-    labels = Run.of(run_dir, "detection").labels()
-    model, shape = load_run_model(run_dir, fmt, allow_unsafe)
+    found = open_source(run_dir, "detection", fmt, allow_unsafe)
+    model, shape = found.model, found.shape
 
     def predict(files):
         rows = []
         for path in files:
-            image, size = read_image_and_size(path, shape, run_dir)
-            rows += _detection_rows(path, image, size, model(image[None].astype(np.float32)), labels, shape,
+            image, size = read_image_and_size(path, shape, found.intensity)
+            rows += _detection_rows(path, image, size, model(image[None].astype(np.float32)), found.labels, shape,
                                     min_score, output_dir)  # fmt: skip
         return rows
 
@@ -217,15 +263,14 @@ def segmentation_predictor(run_dir, fmt="tflite_int8", allow_unsafe=False, outpu
     whose indices are the class ids (PASCAL VOC's colours), so it views as a colour mask and reads back
     as an index mask (`--data folder:`). Rows: (file, class name, fraction of the image's pixels) per
     class present, largest first, then (file, "wrote PATH")."""
-    labels = Run.of(run_dir, "segmentation").labels()
-    model, shape = load_run_model(run_dir, fmt, allow_unsafe)
+    found = open_source(run_dir, "segmentation", fmt, allow_unsafe)
 
     def predict(files):
         rows = []
         for path in files:
-            image, size = read_image_and_size(path, shape, run_dir)
-            class_map = np.asarray(model(image[None].astype(np.float32)))[0]
-            rows += _class_map_rows(path, class_map, size, labels, output_dir)
+            image, size = read_image_and_size(path, found.shape, found.intensity)
+            class_map = np.asarray(found.model(image[None].astype(np.float32)))[0]
+            rows += _class_map_rows(path, class_map, size, found.labels, output_dir)
         return rows
 
     return predict
@@ -237,13 +282,13 @@ def multitask_predictor(run_dir, fmt="tflite_int8", allow_unsafe=False, min_scor
     score, box "x1,y1,x2,y2"), "segmentation" (value: share of the pixels, box "") and
     "classification" (value: probability the class is present, box ""), and (file, "wrote PATH") for
     the drawings the heads it has make."""
-    labels = Run.of(run_dir, "multitask").labels()
-    model, shape = load_run_model(run_dir, fmt, allow_unsafe)
+    found = open_source(run_dir, "multitask", fmt, allow_unsafe)
+    labels, model, shape = found.labels, found.model, found.shape
 
     def predict(files):
         rows = []
         for path in files:
-            image, size = read_image_and_size(path, shape, run_dir)
+            image, size = read_image_and_size(path, shape, found.intensity)
             outputs = model(image[None].astype(np.float32))
             outputs = outputs if isinstance(outputs, dict) else {"presence": outputs}
             if "num_detections" in outputs:
@@ -279,6 +324,9 @@ def node_classification_predictor(run_dir, fmt="tflite_fp32", allow_unsafe=False
     (0..N-1); none: every node. Rows: (node, class name, probability)."""
     from toolkit.runs import VERIFY_FILE
 
+    if is_model_file(run_dir):
+        raise ToolkitError(f"{run_dir}: node classification predicts its run's own graph (stored in the run's "
+                           f"{VERIFY_FILE}): give the run folder, --run")  # fmt: skip
     run = Run.of(run_dir, "node_classification")
     labels = run.labels()
     model, _ = load_run_model(run_dir, fmt, allow_unsafe)

@@ -289,9 +289,9 @@ class TrainingRun:
 
         with recipe.TrainingRun("detection", args, argv, options) as run:
             history = run.fit(model, train, validation)     # training.fit; keeps the backbone's weights
-            formats, outputs = run.export(detector, test_images, test_labels, calibration)
+            formats, outputs = run.export(detector, test_images, test_labels, calibration, class_names=...)
             ...                                             # the recipe's own figures, in run.file(...)
-            run.conclude(detector, class_names=..., intensity=..., head=..., dataset=...)
+            run.conclude(detector, head=..., dataset=...)
         return run.result
 
     task: the registered task (its recipe and metric name the run); args: the parsed flags (the run's
@@ -346,10 +346,18 @@ class TrainingRun:
         self.backbone = (backbone or tasks.backbone_of(model)) if keep_backbone else None
         return self.history
 
-    def export(self, model, test_inputs, test_labels, calibration):
-        """Every format of a single-pass task written and scored on the whole test split: (formats, Keras outputs)."""
+    def export(self, model, test_inputs, test_labels, calibration, class_names=None, intensity=None):
+        """Every format of a single-pass task written and scored on the whole test split: (formats, Keras
+        outputs). class_names (labels.txt) and intensity (the 16-bit scaling rule predict applies) are
+        written first: every .tflite file carries them (toolkit.export.metadata)."""
+        from toolkit.data import intensity as intensity_rules
         from toolkit.export import pipeline
+        from toolkit.runs import write_labels
 
+        if class_names is not None:
+            write_labels(self.path, class_names)
+        if intensity is not None:
+            intensity_rules.save(intensity, self.path)
         self.formats, outputs = pipeline.finish_run(self.path, model, self.spec.name, test_inputs, test_labels,
                                                     calibration, self.args.threads)  # fmt: skip
         return self.formats, outputs
@@ -368,18 +376,11 @@ class TrainingRun:
         """Training throughput: `count` examples an epoch over the epochs run."""
         return count * len(self.history["loss"]) / self.seconds
 
-    def conclude(self, model, class_names=None, intensity=None, **details):
-        """The run's last step: labels.txt (class_names), the 16-bit scaling rule predict applies
-        (intensity), the training curves, report.json and report.md (`summary`'s fields and the
-        recipe's `details`). Returns the report (also run.result)."""
-        from toolkit.data import intensity as intensity_rules
+    def conclude(self, model, **details):
+        """The run's last step: the training curves, report.json and report.md (`summary`'s fields and
+        the recipe's `details`). Returns the report (also run.result)."""
         from toolkit.export import report
-        from toolkit.runs import write_labels
 
-        if class_names is not None:
-            write_labels(self.path, class_names)
-        if intensity is not None:
-            intensity_rules.save(intensity, self.path)
         report.plot_history(self.history, self.file("training_curves.png"))
         self.result = summary(self.spec.recipe, self.spec.metric, self.argv, self.args, self.options, model,
                               self.formats, self.seconds, self.history, **details)  # fmt: skip

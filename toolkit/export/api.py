@@ -50,10 +50,10 @@ def export_model(model, out_dir, task, test, calibration, class_names=None, thre
     exported = spec.inference_model(model, **inference_options)
     root, name = os.path.split(os.path.abspath(out_dir))
     with RunFolder(root, name) as run:
+        if class_names is not None:  # first: every .tflite file carries its labels
+            write_labels(run.path, [str(c) for c in class_names])
         formats, _ = pipeline.finish_run(run.path, exported, spec.name, test_inputs, test_labels, calibration,
                                          threads)  # fmt: skip
-        if class_names is not None:
-            write_labels(run.path, [str(c) for c in class_names])
         result = {
             "recipe": spec.recipe,
             "task": spec.name,

@@ -19,7 +19,7 @@ import os
 import numpy as np
 
 from toolkit.errors import ToolkitError
-from toolkit.export import litert, pipeline
+from toolkit.export import litert, metadata, pipeline
 from toolkit.runs import MODEL_FILE, SAVED_MODEL_DIR, VERIFY_FILE, tflite_file, write_atomic
 from toolkit.tasks import decoding
 
@@ -134,8 +134,8 @@ def decoder_format(run_dir, module, part_names, fmt, data, reference, threads=(2
     for name in part_names:
         path = tflite_path(run_dir, name, fmt)
         samples = samples_by_part.get(name)
-        write_atomic(path, litert.convert(os.path.join(run_dir, SAVED_MODEL_DIR, name), fmt.split("_", 1)[1],
-                                          samples))  # fmt: skip
+        converted = litert.convert(os.path.join(run_dir, SAVED_MODEL_DIR, name), fmt.split("_", 1)[1], samples)
+        write_atomic(path, metadata.describe_run_file(converted, run_dir, module, fmt, pipeline.versions(), part=name))
         engines[name] = litert_engine(path, threads[0])
     metrics, decoded = module.evaluate(engines, data)
     entry = {

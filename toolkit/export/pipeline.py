@@ -17,7 +17,7 @@ import numpy as np
 
 from toolkit import tasks
 from toolkit.errors import ToolkitError
-from toolkit.export import litert
+from toolkit.export import litert, metadata
 from toolkit.runs import MODEL_FILE, ONNX_FILE, SAVED_MODEL_DIR, VERIFY_FILE, crash_point, tflite_file, write_atomic
 
 
@@ -231,7 +231,8 @@ def litert_format(run_dir, module, name, saved_model_dir, inputs, calibration, l
     """Converts one LiteRT format, scores it on the whole test split, times batch-1 latency per thread count."""
     path = os.path.join(run_dir, tflite_file(name))
     float_layers = module.float_layers if float_layers is None else float_layers
-    write_atomic(path, litert.convert(saved_model_dir, name.split("_", 1)[1], feed(calibration), float_layers))
+    converted = litert.convert(saved_model_dir, name.split("_", 1)[1], feed(calibration), float_layers)
+    write_atomic(path, metadata.describe_run_file(converted, run_dir, module, name, versions()))  # labels etc. inside
     crash_point(f"export:{name}")
     return _measured(path, lambda count: litert.LiteRTModel(path, threads=count), module, inputs, labels, reference,
                      threads)  # fmt: skip

@@ -58,7 +58,9 @@ class DetectionDecoder(layers.Layer):
     int32, "num_detections": (B,) int32}, N = max_detections, valid rows first, the rest zero.
 
     stride: pixels per heatmap cell; image_size: (H, W) to clip boxes to; candidates: peaks kept
-    before NMS; score_threshold / iou_threshold: the usual.
+    before NMS; score_threshold / iou_threshold: the usual; nms_rounds: None runs NMS's rounds in a
+    while loop to their fixed point (exact); a number unrolls that many rounds instead, for runtimes
+    that take one subgraph only (MediaPipe Tasks), exact whenever NMS settles within them.
     """
 
     def __init__(
@@ -69,9 +71,11 @@ class DetectionDecoder(layers.Layer):
         candidates=100,
         score_threshold=0.05,
         iou_threshold=0.5,
+        nms_rounds=None,
         **kwargs,
     ):
         super().__init__(**kwargs)
+        self.nms_rounds = None if nms_rounds is None else int(nms_rounds)
         self.stride = int(stride)
         self.image_size = tuple(int(s) for s in image_size)
         self.max_detections = int(max_detections)
@@ -140,10 +144,18 @@ class DetectionDecoder(layers.Layer):
         same_class = ops.cast(ops.equal(classes[:, :, None], classes[:, None, :]), "float32")
         suppresses = ops.cast(iou > self.iou_threshold, "float32") * same_class * earlier  # [b, j, i]
 
+        def suppress(keep):  # one round: what the boxes kept so far leave standing
+            return 1.0 - ops.max(suppresses * keep[:, :, None], axis=1)
+
         def step(keep, _changed, rounds):
-            new = 1.0 - ops.max(suppresses * keep[:, :, None], axis=1)
+            new = suppress(keep)
             return new, ops.any(ops.not_equal(new, keep)), rounds + 1
 
+        if self.nms_rounds is not None:
+            keep = ops.ones_like(area)
+            for _ in range(self.nms_rounds):
+                keep = suppress(keep)
+            return keep
         keep, _, _ = ops.while_loop(
             lambda keep, changed, rounds: ops.logical_and(changed, rounds < k),
             step,
@@ -170,4 +182,5 @@ class DetectionDecoder(layers.Layer):
             "candidates": self.candidates,
             "score_threshold": self.score_threshold,
             "iou_threshold": self.iou_threshold,
+            "nms_rounds": self.nms_rounds,
         }
