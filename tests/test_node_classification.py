@@ -114,6 +114,9 @@ def test_recipe_beats_chance_and_exports_on_karate(tmp_path):
     for name in ("model.keras", "model_fp32.tflite", "model_int8.tflite", "graph.png", "report.json"):
         assert (run / name).is_file(), name
     assert json.loads((run / "report.json").read_text())["split_sizes"]["train"] == 6
+    # its own bare file: the graph lives in the run folder, so predict asks for the folder
+    _fails_with(run_cli("predict", "node_classification", "--model", str(run / "model_fp32.tflite")),
+                "predicts its run's own graph", "--run")  # fmt: skip
 
 
 def test_bad_graph_options_are_named(tmp_path):

@@ -89,6 +89,18 @@ class Source:
     vocabulary: list = None
 
 
+def read_model_file(source, recipe):
+    """The packed metadata of a bare .tflite file (toolkit.export.metadata.read), refused in one line
+    when the file was made for another recipe."""
+    from toolkit.export.metadata import read
+
+    found = read(source)
+    described = found["description"]
+    if described.get("recipe") != recipe:
+        raise ToolkitError(f"{source} is a {described.get('recipe')} model ({described.get('task')}), not {recipe}")
+    return found
+
+
 def open_source(source, recipe, fmt, allow_unsafe=False, vocabulary=False):
     """A Source from a run folder (its `fmt` file, labels.txt, vocab.txt) or from a .tflite file that
     carries them; a file made for another recipe, or one without toolkit metadata, is one clear line."""
@@ -103,12 +115,9 @@ def open_source(source, recipe, fmt, allow_unsafe=False, vocabulary=False):
         return Source(model, shape, labels, source, words)
     from toolkit import tasks
     from toolkit.export.litert import LiteRTModel
-    from toolkit.export.metadata import read
 
-    found = read(source)
+    found = read_model_file(source, recipe)
     described = found["description"]
-    if described.get("recipe") != recipe:
-        raise ToolkitError(f"{source} is a {described.get('recipe')} model ({described.get('task')}), not {recipe}")
     if described.get("part", "model") != "model" or tasks.get(described["task"]).is_decoder:
         raise ToolkitError(f"{source} is a decoder part: decode with toolkit {tasks.get(described['task']).verb}")
     if not found["labels"]:
@@ -325,6 +334,7 @@ def node_classification_predictor(run_dir, fmt="tflite_fp32", allow_unsafe=False
     from toolkit.runs import VERIFY_FILE
 
     if is_model_file(run_dir):
+        read_model_file(run_dir, "node_classification")  # another recipe's file: say that first
         raise ToolkitError(f"{run_dir}: node classification predicts its run's own graph (stored in the run's "
                            f"{VERIFY_FILE}): give the run folder, --run")  # fmt: skip
     run = Run.of(run_dir, "node_classification")

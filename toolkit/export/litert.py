@@ -98,7 +98,8 @@ def _int16x8(fp32_model, calibration_inputs, float_layers=()):
     if importlib.util.find_spec("ai_edge_quantizer") is None:
         raise ToolkitError("int16x8 needs ai-edge-quantizer: pip install ai-edge-quantizer")
     from ai_edge_litert.interpreter import Interpreter
-    from ai_edge_quantizer import quantizer, recipe, recipe_manager
+    from ai_edge_quantizer import calibrator, quantizer, recipe, recipe_manager
+    from ai_edge_quantizer.utils import qsv_utils
 
     interpreter = Interpreter(model_content=fp32_model)
     (key,) = interpreter.get_signature_list()
@@ -114,10 +115,98 @@ def _int16x8(fp32_model, calibration_inputs, float_layers=()):
                       "algorithm_key": recipe_manager.algorithm_manager.AlgorithmName.NO_QUANTIZE})  # fmt: skip
     try:
         worker = quantizer.Quantizer(bytearray(fp32_model), rules)
-        result = worker.quantize(worker.calibrate({key: samples}, num_threads=1), enable_progress_report=False)
+        # Ranges are the extremes over all samples, as TFLite's own calibration takes them. The
+        # quantizer's default, a moving average (0.95) of each sample's extremes, clips whatever is
+        # rarer than one sample in a few: on a decoder's recurrent state, calibrated one step a
+        # sample, it cut the range to about the typical sample's max.
+        ranges = calibrator.Calibrator(bytearray(fp32_model), num_threads=1, qsv_update_func=qsv_utils.min_max_update)
+        manager = recipe_manager.RecipeManager()
+        manager.load_quantization_recipe(rules)
+        ranges.calibrate({key: samples}, manager)
+        result = worker.quantize(_nonzero_ranges(ranges.get_model_qsvs()), enable_progress_report=False)
     except Exception as e:
         raise ToolkitError(f"LiteRT int16x8 quantization failed: {str(e).strip().splitlines()[0][:300]}") from None
-    return bytes(result.quantized_model)
+    return _float_io(bytes(result.quantized_model), fp32_model)
+
+
+def _nonzero_ranges(qsvs):
+    """A tensor that was zero on every calibration sample (a recurrence's initial state) gets the
+    range [-1, 1] (zeros stay exact at any scale). With its range [0, 0] the quantizer made a scale of
+    0, and the bias of the op reading it, scaled by that, became NaN (the RuntimeWarning 'invalid value
+    encountered in cast'): the encoder's first recurrent step lost its bias."""
+    for qsv in qsvs.values():
+        low, high = qsv.get("min"), qsv.get("max")
+        if low is not None and high is not None and not np.any(low) and not np.any(high):
+            qsv["min"], qsv["max"] = np.full_like(low, -1.0, np.float32), np.full_like(high, 1.0, np.float32)
+    return qsvs
+
+
+def _float_io(quantized, fp32_model):
+    """Every signature input and output that is float in `fp32_model` is float in `quantized` too.
+
+    ai-edge-quantizer 0.10 gets graph inputs and outputs wrong where one is used by several ops (a
+    decoder step's recurrent state and attention memory; an encoder's memory, which also feeds its
+    attention keys): it leaves such a tensor int16 with no QUANTIZE / DEQUANTIZE, or inserts the
+    DEQUANTIZE and leaves the signature on the int16 tensor. The file then had int16 I/O where the
+    format promises float, and a signature naming a tensor that is not a graph output (writing its
+    metadata failed on it). Here the signature goes to the quantizer's own dequantized copy where there
+    is one, and a QUANTIZE (input) or DEQUANTIZE (output) with the tensor's own scale is added where
+    there is none."""
+    from tensorflow.lite.python import schema_py_generated as schema
+    from tensorflow.lite.tools import flatbuffer_utils
+
+    float32 = schema.TensorType.FLOAT32
+
+    def float_names(model):
+        (signature,) = model.signatureDefs
+        graph = model.subgraphs[signature.subgraphIndex]
+        return {(kind, m.name) for kind in ("inputs", "outputs") for m in getattr(signature, kind)
+                if graph.tensors[m.tensorIndex].type == float32}  # fmt: skip
+
+    wanted = float_names(flatbuffer_utils.convert_bytearray_to_object(bytearray(fp32_model)))
+    model = flatbuffer_utils.convert_bytearray_to_object(bytearray(quantized))
+    (signature,) = model.signatureDefs
+    graph = model.subgraphs[signature.subgraphIndex]
+
+    def opcode(builtin):
+        for i, code in enumerate(model.operatorCodes):
+            if code.builtinCode == builtin:
+                return i
+        code = schema.OperatorCodeT()
+        code.builtinCode = code.deprecatedBuiltinCode = builtin
+        code.version = 4  # the first version of QUANTIZE and DEQUANTIZE that takes int16
+        model.operatorCodes.append(code)
+        return len(model.operatorCodes) - 1
+
+    def float_twin(tensor, suffix):
+        twin = schema.TensorT()
+        twin.name, twin.type, twin.buffer = tensor.name + suffix, float32, 0
+        twin.shape, twin.shapeSignature = tensor.shape, tensor.shapeSignature
+        graph.tensors.append(twin)
+        return len(graph.tensors) - 1
+
+    changed = False
+    for kind in ("inputs", "outputs"):
+        for item in getattr(signature, kind):
+            tensor = graph.tensors[item.tensorIndex]
+            if (kind, item.name) not in wanted or tensor.type == float32:
+                continue
+            changed = True
+            copies = [i for i in graph.outputs if graph.tensors[i].name == tensor.name + b"_dequant"]
+            if kind == "outputs" and copies:
+                item.tensorIndex = int(copies[0])
+                continue
+            twin = float_twin(tensor, b"_float")
+            operator = schema.OperatorT()
+            if kind == "inputs":  # quantize first, before every op that reads it
+                operator.opcodeIndex, operator.inputs, operator.outputs = opcode(schema.BuiltinOperator.QUANTIZE), [twin], [item.tensorIndex]
+                graph.operators.insert(0, operator)
+            else:
+                operator.opcodeIndex, operator.inputs, operator.outputs = opcode(schema.BuiltinOperator.DEQUANTIZE), [item.tensorIndex], [twin]
+                graph.operators.append(operator)
+            setattr(graph, kind, [twin if i == item.tensorIndex else i for i in getattr(graph, kind)])
+            item.tensorIndex = twin
+    return bytes(flatbuffer_utils.convert_object_to_bytearray(model)) if changed else quantized
 
 
 def _selectively_quantized(converter, saved_model_dir, float_layers, quantization):

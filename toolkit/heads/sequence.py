@@ -25,7 +25,11 @@ class LuongAttention(keras.layers.Layer):
     def call(self, inputs):
         queries, keys, values, source_mask = inputs
         scores = ops.matmul(queries, ops.transpose(keys, (0, 2, 1)))
-        scores = ops.where(ops.expand_dims(source_mask, 1), scores, ops.full_like(scores, -1e9))
+        # Padded positions sit 30 below the lowest real score (softmax weight < 1e-13 each), not at
+        # -1e9: a quantized file gives the scores one scale, and a -1e9 fill stretched it until every
+        # real score fell on one int8 or int16 code (int16x8 and int8 decoders lost 17-95 BLEU).
+        floor = ops.min(scores, axis=-1, keepdims=True) - 30.0
+        scores = ops.where(ops.expand_dims(source_mask, 1), scores, floor)
         return ops.matmul(ops.softmax(scores, axis=-1), values)
 
     def compute_output_shape(self, input_shape):
