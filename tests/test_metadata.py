@@ -83,10 +83,14 @@ def test_mediapipe_image_classifier_reads_the_file_as_litert_does(classifier_run
     pytest.importorskip("mediapipe")
     from toolkit.export import mediapipe
 
+    from toolkit import cli
+    from toolkit.runs import MEDIAPIPE_RECORD_FILE
+
     run, report = classifier_run
-    path, entry = mediapipe.export(str(run), "fp32")
+    assert cli.main(["mediapipe", str(run), "--check", "48"]) == 0
+    record = json.loads((run / MEDIAPIPE_RECORD_FILE).read_text())  # what the command measured, per file
+    entry, check = record["model_mediapipe.tflite"]["entry"], record["model_mediapipe.tflite"]["mediapipe_check"]
     assert entry["drop_points"] == 0.0 and entry["max_abs_diff"] <= 1e-4  # the wrapper changes no output
-    check = mediapipe.check_on_test_split(str(run), path, count=48)
     assert check["images"] == 48 and check["top1_agreement"] == 1.0 and check["max_score_diff"] <= 1e-5
 
 

@@ -312,6 +312,7 @@ def cmd_mediapipe(argv):
 
     path, entry = mediapipe.export(args.run, args.quantization, args.output)
     check = mediapipe.check_on_test_split(args.run, path, args.check)
+    mediapipe.record(args.run, path, entry, check)
     metric = entry["metric"]
     print(f"wrote {path}: {metric} {entry[metric]:.4f} on the run's whole test split ({entry['drop_points']:+.2f} pt vs "
           f"Keras), batch-1 latency {entry['latency_ms']:.3f} ms, {entry['size_bytes'] / 1e6:.3f} MB")  # fmt: skip

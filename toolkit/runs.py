@@ -32,6 +32,7 @@ SAVED_MODEL_DIR = "saved_model"  # the SavedModel LiteRT converts from (decoders
 REPORT_FILE = "report.json"  # what marks a finished run: metric, latency and size per format, the command
 REPORT_MD_FILE = "report.md"  # the model card
 BENCHMARK_FILE = "benchmark.json"  # `toolkit benchmark`'s table, every format
+MEDIAPIPE_RECORD_FILE = "mediapipe.json"  # `toolkit mediapipe`: per MediaPipe file, its scores and MediaPipe's check
 ONNX_FILE = "model.onnx"  # `toolkit benchmark`'s ONNX Runtime peer of the LiteRT files
 VERIFY_FILE = "test_data.npz"  # the stored test split and Keras' outputs: `toolkit benchmark` re-scores on it
 BACKBONE_PRESET_DIR = "backbone"  # the trained backbone as a preset (toolkit.backbones.presets): --backbone-preset

@@ -21,7 +21,7 @@ import numpy as np
 
 from toolkit.errors import ToolkitError
 from toolkit.export import litert, metadata, pipeline
-from toolkit.runs import LABELS_FILE, VERIFY_FILE, Run, write_atomic
+from toolkit.runs import LABELS_FILE, MEDIAPIPE_RECORD_FILE, VERIFY_FILE, Run, write_atomic
 
 TASKS = ("classification", "detection")
 NMS_ROUNDS = 8  # unrolled NMS rounds; exact when NMS settles within them (the loop takes 2-3 on scenes)
@@ -150,6 +150,22 @@ def export(run_dir, quantization="fp32", output=None, threads=2, score_threshold
     entry["drop_points"] = module.drop(run.report["formats"]["keras"][module.metric], entry[module.metric])
     entry["nms_rounds"] = NMS_ROUNDS if task == "detection" else None
     return path, entry
+
+
+def record(run_dir, path, entry, check):
+    """Adds (or replaces) the file's {"entry", "mediapipe_check"} in the run's mediapipe.json."""
+    import json
+
+    where = os.path.join(run_dir, MEDIAPIPE_RECORD_FILE)
+    found = {}
+    if os.path.isfile(where):
+        try:
+            with open(where) as f:
+                found = json.load(f)
+        except ValueError:
+            found = {}  # a damaged record is rewritten: it only mirrors what this command measures
+    found[os.path.basename(path)] = {"entry": entry, "mediapipe_check": check}
+    write_atomic(where, json.dumps(found, indent=1) + "\n")
 
 
 class _OwnLayout:
