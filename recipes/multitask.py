@@ -63,11 +63,12 @@ def main(argv=None):
 
     # Data: detection splits that also carry class masks; targets for every head encoded in tf.data.
     data = detection_data.load(args.data, data_dir=args.data_dir, image_size=args.image_size,
-                               **recipe.split_fractions(args))  # fmt: skip
+                               scenes_per_epoch=args.scenes_per_epoch, seed=args.seed, **recipe.split_fractions(args))  # fmt: skip
     num_classes = len(data.class_names)
     encode = multitask.target_encoder(data.image_shape, num_classes, args.heads)
     augment = detection_data.augmentation(args.augment, data.image_shape[0], seed=args.seed)
-    train = detection_data.batches(data.train, args.batch_size, args.max_objects, True, augment, args.seed).map(encode)
+    train = detection_data.batches(data.train, args.batch_size, args.max_objects, not data.fresh_train, augment,
+                                   args.seed).map(encode)
     validation = detection_data.batches(data.validation, args.batch_size, args.max_objects).map(encode)
 
     model = multitask.build(args.backbone, data.image_shape, num_classes, args.heads, args.neck_channels,

@@ -42,9 +42,10 @@ def main(argv=None):
 
     # Data: unbatched {"image", "mask"} splits -> (float pixels, int class maps) batches.
     data = segmentation_data.load(args.data, data_dir=args.data_dir, image_size=args.image_size,
+                                  scenes_per_epoch=args.scenes_per_epoch, seed=args.seed,
                                   **recipe.split_fractions(args))  # fmt: skip
     num_classes = len(data.class_names)
-    train = segmentation_data.batches(data.train, args.batch_size, True, args.augment, args.seed)
+    train = segmentation_data.batches(data.train, args.batch_size, not data.fresh_train, args.augment, args.seed)
     validation = segmentation_data.batches(data.validation, args.batch_size)
 
     # Model: a shared backbone, the FPN neck and the segmentation head; optionally another run's backbone.

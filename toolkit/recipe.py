@@ -99,6 +99,9 @@ def add_pyramid_options(p, augmentations):
     p.add_argument("--head-channels", type=positive_int, default=48)
     p.add_argument("--head-depth", type=positive_int, default=2, help="separable convs per head")
     p.add_argument("--calibration-samples", type=positive_int, default=200, help="int8 calibration images")
+    p.add_argument("--scenes-per-epoch", type=non_negative_int, default=None,
+                   help="Fashion Scenes only: train on this many scenes composed afresh each epoch from the "
+                   "training items (default 8000; 0: the 8,000 stored scenes)")  # fmt: skip
     return p
 
 
@@ -208,6 +211,12 @@ def run_name(text):
 
 positive_int = _positive(int, "integer")
 positive_float = _positive(float, "number")
+
+
+def non_negative_int(text):
+    if text.strip().isdigit():
+        return int(text)
+    raise argparse.ArgumentTypeError(f"expected an integer of 0 or more, got {text!r}")
 
 
 def fraction(text):

@@ -38,6 +38,10 @@ class ImageSplits:
     # 16-bit sources: the scaling rule (toolkit.data.intensity); None = identity. Keyword-only, so that
     # a subclass's own fields keep their places after `sizes`.
     intensity: dict = dataclasses.field(default=None, kw_only=True)
+    # The training split is composed afresh, in random order, every pass (Fashion Scenes with
+    # scenes_per_epoch): batches need not shuffle it, and a shuffle buffer would stall each pass
+    # until it had composed the buffer's worth of scenes.
+    fresh_train: bool = dataclasses.field(default=False, kw_only=True)
 
     def calibration_images(self, count):
         """The first `count` training images as one array (uint8; float32 from 16-bit files): the int8
@@ -282,18 +286,25 @@ def _bucket(file):
     return zlib.crc32(os.path.basename(file).encode()) / 2**32
 
 
+AUGMENTATIONS = ("none", "flip", "flip_shift", "flip_shift_erase")
+
+
 def augmentation(kind):
-    """Keras preprocessing layers for tf.data: none, flip, flip_shift. A list, not a Sequential:
-    each layer switches itself to TensorFlow inside tf.data on every backend, a Sequential does not."""
+    """Keras preprocessing layers for tf.data: none, flip, flip_shift (and up to 10% translation),
+    flip_shift_erase (and random erasing, Zhong et al. 2017: a random 2-25% of the image blacked out
+    in half the images). A list, not a Sequential: each layer switches itself to TensorFlow inside
+    tf.data on every backend, a Sequential does not."""
     import keras
 
+    if kind not in AUGMENTATIONS and kind is not None:
+        raise ToolkitError(f"unknown augmentation {kind!r}; valid: {', '.join(AUGMENTATIONS)}")
     if kind in (None, "none"):
         return []
     layers = [keras.layers.RandomFlip("horizontal")]
-    if kind == "flip_shift":
+    if kind in ("flip_shift", "flip_shift_erase"):
         layers.append(keras.layers.RandomTranslation(0.1, 0.1, fill_mode="constant"))
-    elif kind != "flip":
-        raise ToolkitError(f"unknown augmentation {kind!r}; valid: none, flip, flip_shift")
+    if kind == "flip_shift_erase":
+        layers.append(keras.layers.RandomErasing(factor=0.5, scale=(0.02, 0.25), fill_value=0.0, value_range=(0, 255)))
     return layers
 
 

@@ -237,14 +237,17 @@ def builder(source_dir=None, data_dir=None, sizes=None):
     return local_tfds.prepared(functools.partial(FashionScenes, config=config), source_dir, data_dir)
 
 
-def pretraining_scenes(items, labels, count, seed, canvas=CANVAS, fresh=True):
-    """`count` scenes a pass, composed from `items` as the Fashion Scenes are: an unbatched tf.data
-    dataset of (image (canvas, canvas, 1) uint8, segmentation_mask (canvas, canvas, 1) uint8).
+def fresh_scenes(items, labels, count, seed, canvas=CANVAS, fresh=True):
+    """`count` scenes a pass composed from `items` as the Fashion Scenes are: an unbatched tf.data
+    dataset of {"image" (canvas, canvas, 1) uint8, "boxes" (n, 4) float32 xyxy pixels, "classes" (n,)
+    int32, "segmentation_mask" and "instance_mask" (canvas, canvas, 1) uint8}, the layout of
+    toolkit.data.detection.
 
-    fresh=True: every pass composes new scenes, from seeds that tf.data's own random stream draws
+    fresh=True: every pass composes new scenes (copy-paste augmentation: every training item, at
+    new sizes and places, on new backgrounds), from seeds that tf.data's own random stream draws
     anew each pass (`rerandomize_each_iteration`), so an interrupted run that replays its passes
     (toolkit.training's resume) composes the same scenes again. fresh=False: the same scenes every
-    pass (validation). Composition is numpy (about 1 ms a scene), run two at a time beside training."""
+    pass. Composition is numpy (about 1 ms a scene), run two at a time beside training."""
     import tensorflow as tf
 
     items, labels = np.asarray(items), np.asarray(labels)
@@ -252,16 +255,34 @@ def pretraining_scenes(items, labels, count, seed, canvas=CANVAS, fresh=True):
         items = items[..., 0]
 
     def compose(scene_seed):
-        scene = compose_scene(np.random.default_rng(int(scene_seed)), items, labels, canvas=canvas)
-        return scene[0], scene[3]
+        image, boxes, classes, segmentation, instance = compose_scene(
+            np.random.default_rng(int(scene_seed)), items, labels, canvas=canvas
+        )
+        return image, boxes, classes, segmentation, instance
 
     if fresh:
         seeds = tf.data.Dataset.random(seed=seed, rerandomize_each_iteration=True).take(count)
     else:
         seeds = tf.data.Dataset.from_tensor_slices(np.random.default_rng(seed).integers(0, 2**62, count))
     shape = (canvas, canvas, 1)
-    return seeds.map(
-        lambda s: tuple(
-            tf.ensure_shape(t, shape) for t in tf.numpy_function(compose, [s], (tf.uint8, tf.uint8), stateful=False)
-        ),
+
+    def example(scene_seed):
+        found = tf.numpy_function(compose, [scene_seed], (tf.uint8, tf.float32, tf.int32, tf.uint8, tf.uint8),
+                                  stateful=False)  # fmt: skip
+        image, boxes, classes, segmentation, instance = found
+        return {
+            "image": tf.ensure_shape(image, shape),
+            "boxes": tf.ensure_shape(boxes, (None, 4)),
+            "classes": tf.ensure_shape(classes, (None,)),
+            "segmentation_mask": tf.ensure_shape(segmentation, shape),
+            "instance_mask": tf.ensure_shape(instance, shape),
+        }
+
+    return seeds.map(example, num_parallel_calls=2, deterministic=True)
+
+
+def pretraining_scenes(items, labels, count, seed, canvas=CANVAS, fresh=True):
+    """fresh_scenes as (image, segmentation_mask) pairs: what dense pretraining reads."""
+    return fresh_scenes(items, labels, count, seed, canvas, fresh).map(
+        lambda e: (e["image"], e["segmentation_mask"])
     )

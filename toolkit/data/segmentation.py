@@ -49,15 +49,21 @@ class SegmentationData(image_data.ImageSplits):
         return np.stack(images), np.stack(masks)
 
 
-def load(source="scenes", data_dir=None, image_size=None, validation_fraction=0.1, test_fraction=0.1):
+def load(source="scenes", data_dir=None, image_size=None, validation_fraction=0.1, test_fraction=0.1,
+         scenes_per_epoch=None, seed=0):  # fmt: skip
     """Loads `source` (see the module docstring); image_size resizes images (bilinear) and masks
     (nearest-neighbour, so ids stay ids) to image_size x image_size. The fractions are used where
-    the source lacks that split (scenes have all three; TFDS datasets bring their test split)."""
+    the source lacks that split (scenes have all three; TFDS datasets bring their test split).
+    scenes_per_epoch: Fashion Scenes composed afresh each epoch (toolkit.data.detection.load; None: the
+    default for the source)."""
     image_data.check_fractions(validation_fraction, test_fraction)
     if source == "scenes" or source.startswith("scenes:"):
         from toolkit.data import detection
 
-        return from_detection(detection.load(source, data_dir=data_dir, image_size=image_size))
+        return from_detection(detection.load(source, data_dir=data_dir, image_size=image_size,
+                                             scenes_per_epoch=scenes_per_epoch, seed=seed))  # fmt: skip
+    if scenes_per_epoch:
+        raise ToolkitError(f"--scenes-per-epoch composes Fashion Scenes; {source!r} is another data source")
     if source.startswith("tfds:"):
         name, _, option = source[5:].partition(",classes=")
         classes = _positive(option, source) if option else None
@@ -85,7 +91,8 @@ def from_detection(data):
 
     splits = {k: getattr(data, k).map(convert, num_parallel_calls=AUTOTUNE) for k in ("train", "validation", "test")}
     return SegmentationData(**splits, class_names=["background", *data.class_names], image_shape=data.image_shape,
-                            source=data.source, sizes=data.sizes, intensity=data.intensity)  # fmt: skip
+                            source=data.source, sizes=data.sizes, intensity=data.intensity,
+                            fresh_train=data.fresh_train)  # fmt: skip
 
 
 def from_builder(builder, source, num_classes=None, image_size=None, validation_fraction=0.1):
