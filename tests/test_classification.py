@@ -9,6 +9,7 @@ from PIL import Image
 
 from tests.conftest import SEED, margin, run_cli
 from toolkit.data import fashion_mnist
+from toolkit.errors import ToolkitError
 
 REPORT_FORMATS = ("keras", "saved_model", "tflite_fp32", "tflite_int8")
 
@@ -130,3 +131,36 @@ def test_task_contract(small_images, tmp_path):
     classification.compile(model, 3e-3, total_steps=8)
     run_task_contract("classification", model, (images[:48], labels[:48]), (images[48:], labels[48:]), images[:16],
                       tmp_path / "run", epochs=2)  # fmt: skip
+
+
+def test_label_smoothing_is_keras_smoothed_crossentropy_on_integer_labels():
+    """The sparse loss the recipe's --label-smoothing uses equals Keras' categorical cross-entropy with
+    label_smoothing on one-hot labels, and survives a config round-trip."""
+    import keras
+
+    from toolkit.tasks.classification import SmoothedSparseCrossentropy
+
+    rng = np.random.default_rng(0)
+    probabilities = rng.dirichlet(np.ones(5), 16).astype("float32")
+    labels = rng.integers(0, 5, 16)
+    ours = SmoothedSparseCrossentropy(0.1)
+    reference = keras.losses.CategoricalCrossentropy(label_smoothing=0.1)
+    assert float(ours(labels, probabilities)) == pytest.approx(float(reference(np.eye(5)[labels], probabilities)), rel=1e-5)
+    assert float(ours(labels[:, None], probabilities)) == pytest.approx(float(ours(labels, probabilities)), rel=1e-6)
+    again = SmoothedSparseCrossentropy.from_config(ours.get_config())
+    assert again.smoothing == 0.1
+
+
+def test_augmentations_are_named_and_keep_the_images_shape():
+    import tensorflow as tf
+
+    from toolkit.data import images as image_data
+
+    x = tf.fill((4, 28, 28, 1), 200.0)
+    for name in image_data.AUGMENTATIONS:
+        y = x
+        for layer in image_data.augmentation(name):
+            y = layer(y, training=True)
+        assert y.shape == x.shape and float(tf.reduce_max(y)) <= 200.0, name
+    with pytest.raises(ToolkitError, match="unknown augmentation 'twirl'"):
+        image_data.augmentation("twirl")

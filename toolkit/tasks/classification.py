@@ -30,12 +30,38 @@ def build(
     return keras.Model(inputs, outputs, name="classifier")
 
 
-def compile(model, learning_rate=3e-3, total_steps=1000, weight_decay=0.05, warmup_fraction=0.05, metric=METRIC):
-    """AdamW with linear warm-up into cosine decay, sparse cross-entropy, accuracy named `metric`."""
+@keras.saving.register_keras_serializable(package="toolkit")
+class SmoothedSparseCrossentropy(keras.losses.Loss):
+    """Cross-entropy of probabilities against integer labels smoothed towards uniform (Szegedy et al.
+    2016): the target is 1 - smoothing on the label and smoothing / classes everywhere. Keras'
+    sparse cross-entropy has no smoothing, and one-hot labels would change every data pipeline."""
+
+    def __init__(self, smoothing=0.1, name="smoothed_sparse_crossentropy", **kwargs):
+        super().__init__(name=name, **kwargs)
+        self.smoothing = float(smoothing)
+
+    def call(self, y_true, y_pred):
+        from keras import ops
+
+        classes = y_pred.shape[-1]
+        labels = ops.reshape(ops.cast(y_true, "int32"), ops.shape(y_pred)[:-1])
+        target = ops.one_hot(labels, classes) * (1.0 - self.smoothing) + self.smoothing / classes
+        log_p = ops.log(ops.clip(y_pred, keras.backend.epsilon(), 1.0))
+        return -ops.sum(target * log_p, axis=-1)
+
+    def get_config(self):
+        return {**super().get_config(), "smoothing": self.smoothing}
+
+
+def compile(model, learning_rate=3e-3, total_steps=1000, weight_decay=0.05, warmup_fraction=0.05, metric=METRIC,
+            label_smoothing=0.0):  # fmt: skip
+    """AdamW with linear warm-up into cosine decay, sparse cross-entropy (smoothed by label_smoothing),
+    accuracy named `metric`."""
     schedule = registry.warmup_cosine(learning_rate, total_steps, warmup_fraction)
+    loss = SmoothedSparseCrossentropy(label_smoothing) if label_smoothing else "sparse_categorical_crossentropy"
     model.compile(
         optimizer=keras.optimizers.AdamW(schedule, weight_decay=weight_decay),
-        loss="sparse_categorical_crossentropy",
+        loss=loss,
         metrics=[keras.metrics.SparseCategoricalAccuracy(name=metric)],
     )
     return model
