@@ -91,12 +91,13 @@ def parser(name, description, prog=None, **defaults):
 PYRAMID_BACKBONE_OPTIONS = {"resnet": ["widths=(24, 48, 96, 192)", "depths=(1, 1, 2, 2)"]}
 
 
-def add_pyramid_options(p, augmentations):
-    """The flags every recipe on the FPN neck shares: input size, augmentation, neck and head sizes."""
+def add_pyramid_options(p, augmentations, channels=48):
+    """The flags every recipe on the FPN neck shares: input size, augmentation, neck and head sizes
+    (`channels` each by default)."""
     p.add_argument("--image-size", type=positive_int, default=None, help="resize images (square)")
     p.add_argument("--augment", default="flip", help=augmentations)
-    p.add_argument("--neck-channels", type=positive_int, default=48, help="FPN channels")
-    p.add_argument("--head-channels", type=positive_int, default=48)
+    p.add_argument("--neck-channels", type=positive_int, default=channels, help="FPN channels")
+    p.add_argument("--head-channels", type=positive_int, default=channels)
     p.add_argument("--head-depth", type=positive_int, default=2, help="separable convs per head")
     p.add_argument("--calibration-samples", type=positive_int, default=200, help="int8 calibration images")
     p.add_argument("--scenes-per-epoch", type=non_negative_int, default=None,
