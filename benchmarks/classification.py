@@ -46,7 +46,8 @@ def pipeline_overhead(args, data):
         model = classification.build(
             args.backbone, data.image_shape, len(data.class_names), head_dropout=args.head_dropout
         )
-        classification.compile(model, args.learning_rate, 3 * len(x) // args.batch_size)
+        steps = 3 * len(x) // args.batch_size
+        classification.compile(model, args.learning_rate, steps, label_smoothing=args.label_smoothing)
         timer = EpochTimes()
         if name.startswith("bare"):
             model.fit(x.astype(np.float32), y, batch_size=args.batch_size, epochs=3, callbacks=[timer], verbose=0)
@@ -61,14 +62,14 @@ def main(argv):
     command = shlex.join(["python", "benchmarks/classification.py", *argv])
     report = recipe.main(argv)
     args = recipe.parse_args(argv)
-    data = images.load(args.data, image_size=args.image_size, data_dir=args.data_dir)
+    data = recipe.load(args)  # the recipe's splits and input size
     speeds = pipeline_overhead(args, data)
     bare, ours = speeds["bare numpy model.fit"], speeds["recipe tf.data pipeline"]
 
     f = report["formats"]
     keras_top1, int8, fp32 = f["keras"]["top1"], f["tflite_int8"], f["tflite_fp32"]
     checks = [
-        ("test top-1 (Keras) >= 0.92", f"{keras_top1:.4f}", keras_top1 >= 0.92),
+        ("test top-1 (Keras) >= 0.935 (issue 17)", f"{keras_top1:.4f}", keras_top1 >= 0.935),
         ("training time <= 300 s", f"{report['train_seconds']:.0f} s", report["train_seconds"] <= 300),
         ("LiteRT int8 top-1 within 0.5 pt of Keras", f"{(keras_top1 - int8['top1']) * 100:+.2f} pt",
          abs(keras_top1 - int8["top1"]) <= 0.005),

@@ -37,6 +37,14 @@ def parse_args(argv=None):
     return p.parse_args(argv)
 
 
+def load(args):
+    """The splits at the size the model trains on: --image-size, else their own, 2x under SMALL_IMAGE."""
+    data = images.load(args.data, image_size=args.image_size, data_dir=args.data_dir, **recipe.split_fractions(args))
+    if args.image_size is None and max(data.image_shape[:2]) < SMALL_IMAGE:
+        data = images.resized(data, 2 * max(data.image_shape[:2]))
+    return data
+
+
 def main(argv=None):
     args = parse_args(argv)
     training.distribute(args.distribute)  # before any model or TensorFlow op
@@ -44,9 +52,7 @@ def main(argv=None):
     options = recipe.backbone_config(args)
 
     # Data: unbatched (uint8 image, label) splits; the pipeline shuffles, batches, augments, prefetches.
-    data = images.load(args.data, image_size=args.image_size, data_dir=args.data_dir, **recipe.split_fractions(args))
-    if args.image_size is None and max(data.image_shape[:2]) < SMALL_IMAGE:
-        data = images.resized(data, 2 * max(data.image_shape[:2]))
+    data = load(args)
     train = images.batches(data.train, args.batch_size, shuffle=True, augment=images.augmentation(args.augment))
     validation = images.batches(data.validation, args.batch_size)
 
