@@ -38,6 +38,8 @@ def parse_args(argv=None):
     p.add_argument("--head-dropout", type=recipe.fraction, default=0.65, help="dropout before the logits (training only)")
     p.add_argument("--lanes", type=recipe.positive_int, default=16,
                    help="held-out perplexity reads each split as this many contiguous rows, the state carried along")
+    p.add_argument("--cache-window", type=recipe.non_negative_int, default=2000,
+                   help="hidden states the neural cache recalls (0: no cache)")
     p.add_argument("--prompts", type=recipe.positive_int, default=20, help="test prompts for the greedy check")
     p.add_argument("--prompt-length", type=recipe.positive_int, default=8)
     p.add_argument("--new-tokens", type=recipe.positive_int, default=50, help="greedy tokens per prompt")
@@ -86,11 +88,14 @@ def main(argv=None):
         run.fit(model, train, validation, backbone=model.get_layer("decoder"))
         tokenizer.save_vocabulary(vocabulary, run.path)
         teacher_forced = language_model.score(model.predict(test_windows[:, :-1], verbose=0), test_windows)
+        # The trained model read along the lanes: its neural cache and its mixture with the n-gram, both
+        # chosen on validation, scored once on test.
+        extras, cache = _with_memory(model, ngram[best], validation_lanes, test_lanes, args.cache_window)
 
         # Perplexity and greedy continuations through the one-token step, on Keras and on LiteRT.
         picks = np.linspace(0, len(test_windows) - 1, args.prompts).astype(int)
         test = {"windows": test_windows, "lanes": test_lanes, "prompts": test_windows[picks, : args.prompt_length],
-                "new_tokens": args.new_tokens}  # fmt: skip
+                "new_tokens": args.new_tokens, **cache}  # fmt: skip
         # Training windows the integer step files are calibrated on in `toolkit benchmark`.
         some = train_windows[np.linspace(0, len(train_windows) - 1, 32).astype(int)]
         calibration = {"windows": some, "prompts": some[:8, : args.prompt_length], "new_tokens": args.new_tokens}
@@ -105,12 +110,47 @@ def main(argv=None):
             baselines={"kneser_ney": {"order": best, "validation_perplexity_by_order": ngram_validation,
                                       "perplexity": ngram_test, "window_perplexity": ngram_test_windows}},
             perplexity_vs_baseline=formats["keras"][language_model.METRIC] / ngram_test - 1,
+            **extras,
             patience=args.patience,
             samples=samples,
         )  # fmt: skip
         run.notes.append(f"Kneser-Ney {best}-gram test perplexity {ngram_test:.2f} (validation by order: "
                          + ", ".join(f"{n}: {p:.2f}" for n, p in ngram_validation.items()) + ")")  # fmt: skip
+        mixed = extras["interpolated_with_kneser_ney"]
+        run.notes.append(f"With the n-gram (weight {mixed['ngram_weight']} chosen on validation): test perplexity "
+                         f"{mixed['perplexity']:.2f}")  # fmt: skip
+        if cache:
+            run.notes.append(f"Neural cache (window {cache['cache_window']}, theta {cache['cache_theta']}, lambda "
+                             f"{cache['cache_lambda']}, chosen on validation): test perplexity "
+                             f"{formats['keras']['cache_perplexity']:.2f} (Keras)")  # fmt: skip
     return run.result
+
+
+def _with_memory(model, ngram, validation_lanes, test_lanes, window):
+    """(report fields, the cache setting the formats are scored with): the neural cache (Grave et al.
+    2017) and the model interpolated with the Kneser-Ney n-gram, each weight chosen on validation."""
+    from toolkit.tasks import decoding
+
+    step = decoding.keras_engine(language_model.parts(model)[language_model.STEP_PART])
+    found, cache = {}, {}
+    for split, lanes in (("validation", validation_lanes), ("test", test_lanes)):
+        log_p, hidden = language_model.read_along(step, lanes, hidden=bool(window))
+        real = lanes[:, 1:] > 0
+        found[split] = (log_p, hidden, real, ngram.negative_log_likelihoods(lanes))
+    log_p, hidden, real, ngram_nll = found["validation"]
+    tried = {w: lm_metrics.perplexity(language_model.interpolated_nll(log_p[real], ngram_nll, w))
+             for w in language_model.NGRAM_WEIGHTS}  # fmt: skip
+    weight = min(tried, key=tried.get)
+    log_p, hidden, real, ngram_nll = found["test"]
+    extras = {"interpolated_with_kneser_ney": {
+        "ngram_weight": weight, "validation_perplexity_by_weight": tried,
+        "perplexity": lm_metrics.perplexity(language_model.interpolated_nll(log_p[real], ngram_nll, weight))}}
+    if window:
+        cache, by_setting = language_model.choose_cache(*found["validation"][:2], validation_lanes, window)
+        extras["neural_cache"] = {**cache, "validation_perplexity_by_setting": {
+            f"theta {t}, lambda {w}": p for (t, w), p in by_setting.items()}}  # fmt: skip
+    return extras, cache
+
 
 def _orders(text):
     try:

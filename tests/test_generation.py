@@ -40,6 +40,27 @@ def test_kneser_ney_is_a_distribution_and_uses_its_context():
     assert scores[3] < scores[2] < scores[1], scores
 
 
+def test_neural_cache_recalls_the_token_that_followed_a_similar_state():
+    from toolkit.tasks import language_model
+
+    # States 0, 1, 0, 2, 0 (one-hot): each time state 0 was seen, token 3 came next.
+    hidden = np.eye(3, dtype=np.float32)[[0, 1, 0, 2, 0]][None]
+    targets = np.array([[3, 4, 3, 6, 3]])
+    sharp, flat = language_model.cache_probabilities(hidden, targets, window=10, thetas=[50.0, 0.0])
+    assert math.isnan(sharp[0, 0])  # nothing to recall before the first token
+    assert sharp[0, 4] == pytest.approx(1.0, abs=1e-6)  # the two earlier 0-states both voted for 3
+    assert flat[0, 4] == pytest.approx(0.5)  # theta 0: every recalled position alike, 2 of 4 voted for 3
+    assert flat[0, 1] == 0.0  # token 4 had not been seen
+    short = language_model.cache_probabilities(hidden, targets, window=1, thetas=[50.0])[0]
+    assert short[0, 4] == 0.0  # only the state before (2, followed by 6) is within the window
+    log_p = np.log(np.full((1, 5), 0.1))
+    mixed = language_model.with_cache(log_p, sharp, 0.5)
+    assert mixed[0, 0] == pytest.approx(np.log(0.1)) and mixed[0, 4] == pytest.approx(np.log(0.55), rel=1e-5)
+    setting, tried = language_model.choose_cache(log_p, hidden, np.array([[2, 3, 4, 3, 6, 3]]), window=10)
+    assert tried[(setting["cache_theta"], setting["cache_lambda"])] == min(tried.values())
+    assert setting["cache_lambda"] == max(language_model.CACHE_LAMBDAS)  # the cache is right: trust it most
+
+
 @pytest.fixture(scope="module")
 def generation_run(tmp_path_factory):
     from pydoc_data.topics import topics
@@ -61,6 +82,8 @@ def generation_run(tmp_path_factory):
 @pytest.mark.slow
 @pytest.mark.learned
 def test_language_model_learns_and_litert_continues_prompts_like_keras(generation_run):
+    from toolkit.tasks import language_model
+
     result, run = generation_run
     formats = result["formats"]
     assert result["metric"] == "perplexity" and result["epochs_run"] == 3
@@ -75,6 +98,13 @@ def test_language_model_learns_and_litert_continues_prompts_like_keras(generatio
     assert formats["tflite_fp32"]["identical_to_keras"] == 1.0
     baseline = result["baselines"]["kneser_ney"]
     assert baseline["order"] in (2, 3) and math.isfinite(baseline["perplexity"])
+    # The neural cache, chosen on validation, scores every format over its own hidden states; the
+    # mixture with the n-gram can be no worse than the worse of the two (log is concave).
+    cache = result["neural_cache"]
+    assert cache["cache_theta"] in language_model.CACHE_THETAS and cache["cache_window"] == 2000
+    assert formats["tflite_fp32"]["cache_perplexity"] == pytest.approx(formats["keras"]["cache_perplexity"], rel=1e-3)
+    mixed = result["interpolated_with_kneser_ney"]
+    assert mixed["perplexity"] <= max(formats["keras"]["perplexity"], baseline["perplexity"]) * (1 + 1e-9)
     for name in ("model.keras", "step_fp32.tflite", "step_dynamic.tflite", "vocab.txt", "report.md"):
         assert os.path.isfile(os.path.join(run, name)), name
     with open(os.path.join(run, "report.json")) as f:

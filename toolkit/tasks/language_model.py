@@ -67,19 +67,79 @@ def negative_log_likelihoods(step, windows):
     """NLL (nats) of tokens 1..L of each window (N, L+1) given those before it in the window, by
     running the step over all windows at once from a zero state; padding targets (0) are skipped."""
     windows = np.asarray(windows, np.int32)
+    log_p, _ = read_along(step, windows)
+    return np.concatenate([-log_p[:, t][windows[:, t + 1] > 0] for t in range(log_p.shape[1])])
+
+
+def read_along(step, rows, hidden=False):
+    """Drives the step along rows (N, L+1) from a zero state: (log-probability of each next token
+    (N, L), and with hidden=True the last layer's state after each token (N, L, D), else None)."""
+    rows = np.asarray(rows, np.int32)
     names = [k for k in step.specs if k.startswith("state_")]
-    state = step.zeros(names, len(windows))
-    values = []
-    for t in range(windows.shape[1] - 1):
-        out = step({"tokens": windows[:, t : t + 1], **state})
+    last = [k for k in names if not k.endswith("_c")][-1]  # the last layer's h (an LSTM's c is memory)
+    state = step.zeros(names, len(rows))
+    picked, states = [], []
+    for t in range(rows.shape[1] - 1):
+        out = step({"tokens": rows[:, t : t + 1], **state})
         state = {k: out[k] for k in names}
         logits = out["logits"].astype(np.float64)
         log_probs = logits - logits.max(-1, keepdims=True)
         log_probs -= np.log(np.exp(log_probs).sum(-1, keepdims=True))
-        target = windows[:, t + 1]
-        real = target > 0
-        values.append(-log_probs[np.arange(len(target)), target][real])
-    return np.concatenate(values)
+        picked.append(log_probs[np.arange(len(rows)), rows[:, t + 1]])
+        if hidden:
+            states.append(np.asarray(state[last], np.float32).reshape(len(rows), -1))
+    return np.stack(picked, 1), (np.stack(states, 1) if hidden else None)
+
+
+# Neural cache (Grave, Joulin & Usunier 2017): the model's own recent hidden states vote for the tokens
+# that followed them, so a name or phrase the test text has just used becomes likely again: what the
+# n-gram cannot know and a small recurrent state forgets. Evaluation-time only: no parameters, nothing
+# in the exported files; theta and lambda are chosen on the validation lanes.
+CACHE_THETAS = (0.05, 0.1, 0.2, 0.3, 0.5)
+CACHE_LAMBDAS = (0.05, 0.1, 0.15, 0.2, 0.3)
+
+
+def cache_probabilities(hidden, targets, window, thetas):
+    """hidden (N, L, D): the state after each token of a lane; targets (N, L): the token after each.
+    -> (len(thetas), N, L): the cache's probability of targets[:, t], a softmax over theta * h_t . h_i
+    for the `window` positions i < t, each voting for targets[:, i]. Position 0 has no cache: NaN."""
+    count, length, _ = hidden.shape
+    thetas = np.asarray(thetas, np.float64)[:, None, None]
+    found = np.full((len(thetas), count, length), np.nan)
+    for t in range(1, length):
+        start = max(0, t - window)
+        dots = np.matmul(hidden[:, start:t], hidden[:, t, :, None])[..., 0].astype(np.float64)[None] * thetas
+        weights = np.exp(dots - dots.max(-1, keepdims=True))
+        hits = (targets[:, start:t] == targets[:, t : t + 1])[None]
+        found[:, :, t] = (weights * hits).sum(-1) / weights.sum(-1)
+    return found
+
+
+def with_cache(log_p, cache_p, weight):
+    """log of (1 - weight) * p_model + weight * p_cache (the model alone where the cache is NaN)."""
+    mixed = (1 - weight) * np.exp(log_p) + weight * np.nan_to_num(cache_p, nan=0.0)
+    return np.where(np.isnan(cache_p), log_p, np.log(mixed))
+
+
+def choose_cache(log_p, hidden, lanes, window=2000):
+    """The cache setting with the lowest perplexity on validation lanes (N, L+1), given read_along's
+    log_p and hidden for them: ({"cache_theta", "cache_lambda", "cache_window"}, {(theta, lambda):
+    perplexity} for every setting tried)."""
+    lanes = np.asarray(lanes, np.int32)
+    real = lanes[:, 1:] > 0
+    cache_p = cache_probabilities(hidden, lanes[:, 1:], window, CACHE_THETAS)
+    tried = {(theta, weight): lm_metrics.perplexity(-with_cache(log_p, cache_p[i], weight)[real])
+             for i, theta in enumerate(CACHE_THETAS) for weight in CACHE_LAMBDAS}  # fmt: skip
+    theta, weight = min(tried, key=tried.get)
+    return {"cache_theta": theta, "cache_lambda": weight, "cache_window": int(window)}, tried
+
+
+NGRAM_WEIGHTS = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7)
+
+
+def interpolated_nll(log_p, other_nll, weight):
+    """Per-token NLL of (1 - weight) * the model + weight * another model (its NLLs for the same tokens)."""
+    return -np.log((1 - weight) * np.exp(log_p) + weight * np.exp(-np.asarray(other_nll, np.float64)))
 
 
 def continue_greedy(step, prompts, new_tokens):
@@ -100,10 +160,21 @@ def evaluate(engines, data):
     model's teacher-forced pass must reproduce. Runs without lanes report the windows' figure as both."""
     step = engines[STEP_PART]
     window_nll = negative_log_likelihoods(step, data["windows"])
-    nll = negative_log_likelihoods(step, data["lanes"]) if "lanes" in data else window_nll
+    metrics = {"window_perplexity": lm_metrics.perplexity(window_nll)}
+    if "lanes" in data:
+        lanes = np.asarray(data["lanes"], np.int32)
+        cached = "cache_theta" in data
+        log_p, hidden = read_along(step, lanes, hidden=cached)
+        real = lanes[:, 1:] > 0
+        nll = -log_p[real]
+        if cached:  # the step's own hidden states: every format is scored with its own cache
+            window, theta, weight = int(data["cache_window"]), float(data["cache_theta"]), float(data["cache_lambda"])
+            cache_p = cache_probabilities(hidden, lanes[:, 1:], window, [theta])[0]
+            metrics["cache_perplexity"] = lm_metrics.perplexity(-with_cache(log_p, cache_p, weight)[real])
+    else:
+        nll = window_nll
     continuations = continue_greedy(step, data["prompts"], int(data["new_tokens"]))
-    return {METRIC: lm_metrics.perplexity(nll), "window_perplexity": lm_metrics.perplexity(window_nll),
-            "tokens_scored": int(nll.size)}, continuations  # fmt: skip
+    return {METRIC: lm_metrics.perplexity(nll), **metrics, "tokens_scored": int(nll.size)}, continuations
 
 
 def score(logits, windows):
