@@ -77,11 +77,11 @@ def main(argv=None):
     # The baseline on the same tokens: Kneser-Ney on the training stream, its order chosen on validation;
     # it scores the same lanes (each token given its n-1 predecessors in the lane) and the same windows.
     ngram = {n: lm_metrics.KneserNey(n, len(vocabulary)).fit([streams["train"]]) for n in orders}
-    ngram_validation = {
-        n: lm_metrics.perplexity(m.negative_log_likelihoods(validation_lanes)) for n, m in ngram.items()
-    }
+    validation_nll = {n: m.negative_log_likelihoods(validation_lanes) for n, m in ngram.items()}
+    ngram_validation = {n: lm_metrics.perplexity(nll) for n, nll in validation_nll.items()}
     best = min(ngram_validation, key=ngram_validation.get)
-    ngram_test = lm_metrics.perplexity(ngram[best].negative_log_likelihoods(test_lanes))
+    ngram_nll = {"validation": validation_nll[best], "test": ngram[best].negative_log_likelihoods(test_lanes)}
+    ngram_test = lm_metrics.perplexity(ngram_nll["test"])
     ngram_test_windows = lm_metrics.perplexity(ngram[best].negative_log_likelihoods(test_windows))
 
     with recipe.TrainingRun("language_model", args, argv, options) as run:
@@ -90,7 +90,7 @@ def main(argv=None):
         teacher_forced = language_model.score(model.predict(test_windows[:, :-1], verbose=0), test_windows)
         # The trained model read along the lanes: its neural cache and its mixture with the n-gram, both
         # chosen on validation, scored once on test.
-        extras, cache = _with_memory(model, ngram[best], validation_lanes, test_lanes, args.cache_window)
+        extras, cache = _with_memory(model, ngram_nll, validation_lanes, test_lanes, args.cache_window)
 
         # Perplexity and greedy continuations through the one-token step, on Keras and on LiteRT.
         picks = np.linspace(0, len(test_windows) - 1, args.prompts).astype(int)
@@ -126,27 +126,26 @@ def main(argv=None):
     return run.result
 
 
-def _with_memory(model, ngram, validation_lanes, test_lanes, window):
+def _with_memory(model, ngram_nll, validation_lanes, test_lanes, window):
     """(report fields, the cache setting the formats are scored with): the neural cache (Grave et al.
-    2017) and the model interpolated with the Kneser-Ney n-gram, each weight chosen on validation."""
+    2017) and the model interpolated with the Kneser-Ney n-gram (ngram_nll: its per-token NLLs on the
+    validation and test lanes), each weight chosen on validation."""
     from toolkit.tasks import decoding
 
     step = decoding.keras_engine(language_model.parts(model)[language_model.STEP_PART])
-    found, cache = {}, {}
-    for split, lanes in (("validation", validation_lanes), ("test", test_lanes)):
-        log_p, hidden = language_model.read_along(step, lanes, hidden=bool(window))
-        real = lanes[:, 1:] > 0
-        found[split] = (log_p, hidden, real, ngram.negative_log_likelihoods(lanes))
-    log_p, hidden, real, ngram_nll = found["validation"]
-    tried = {w: lm_metrics.perplexity(language_model.interpolated_nll(log_p[real], ngram_nll, w))
+    log_p, hidden = language_model.read_along(step, validation_lanes, hidden=bool(window))
+    real = validation_lanes[:, 1:] > 0
+    tried = {w: lm_metrics.perplexity(language_model.interpolated_nll(log_p[real], ngram_nll["validation"], w))
              for w in language_model.NGRAM_WEIGHTS}  # fmt: skip
     weight = min(tried, key=tried.get)
-    log_p, hidden, real, ngram_nll = found["test"]
+    cache = {}
+    if window:  # the test split's cache figure comes from evaluate(), per format
+        cache, by_setting = language_model.choose_cache(log_p, hidden, validation_lanes, window)
+    test_log_p, _ = language_model.read_along(step, test_lanes)
+    mixed = language_model.interpolated_nll(test_log_p[test_lanes[:, 1:] > 0], ngram_nll["test"], weight)
     extras = {"interpolated_with_kneser_ney": {
-        "ngram_weight": weight, "validation_perplexity_by_weight": tried,
-        "perplexity": lm_metrics.perplexity(language_model.interpolated_nll(log_p[real], ngram_nll, weight))}}
-    if window:
-        cache, by_setting = language_model.choose_cache(*found["validation"][:2], validation_lanes, window)
+        "ngram_weight": weight, "validation_perplexity_by_weight": tried, "perplexity": lm_metrics.perplexity(mixed)}}
+    if cache:
         extras["neural_cache"] = {**cache, "validation_perplexity_by_setting": {
             f"theta {t}, lambda {w}": p for (t, w), p in by_setting.items()}}  # fmt: skip
     return extras, cache
