@@ -82,6 +82,28 @@ def test_causal_state_carries_across_calls():
     np.testing.assert_allclose(second["sequence"], one_pass["sequence"][:, LENGTH // 2 :], atol=1e-5)
 
 
+def test_tied_output_reads_the_logits_through_the_embedding_matrix_and_survives_saving(tmp_path):
+    """tied_output: logits = projection(sequence) @ E^T + bias with E the input embedding, one matrix
+    (fewer weights than an untied head), and a .keras round trip keeps it so."""
+    from toolkit.saving import load_model
+
+    tied = backbones.get("causal_rnn", (LENGTH,), vocabulary_size=VOCABULARY, width=16, embedding_dim=8,
+                         tied_output=True)  # fmt: skip
+    embedding = tied.get_layer("embedding")
+    embedding.reverse_bias.assign(np.linspace(-1, 1, VOCABULARY))
+    tokens, _ = _tokens(6)
+    out = tied.predict(_feed(tied, tokens), verbose=0)
+    projected = tied.get_layer("output_projection")(out["sequence"])
+    expected = keras.ops.convert_to_numpy(projected) @ embedding.embeddings.numpy().T + embedding.reverse_bias.numpy()
+    np.testing.assert_allclose(out["logits"], expected, atol=1e-5)
+    assert out["logits"].shape == (6, LENGTH, VOCABULARY)
+    assert tied.count_params() < backbones.get("causal_rnn", (LENGTH,), vocabulary_size=VOCABULARY, width=16,
+                                              embedding_dim=8).count_params() + 16 * VOCABULARY  # fmt: skip
+    tied.save(tmp_path / "tied.keras")
+    again = load_model(str(tmp_path / "tied.keras"))
+    np.testing.assert_allclose(again.predict(_feed(again, tokens), verbose=0)["logits"], out["logits"], atol=1e-6)
+
+
 def test_bad_text_backbone_arguments_are_named():
     with pytest.raises(ToolkitError, match="input_shape \\(sequence_length,\\)"):
         backbones.get("birnn", (28, 28, 1))

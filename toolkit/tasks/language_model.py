@@ -27,8 +27,12 @@ STEP_PART = "step"
 def build(backbone="causal_rnn", sequence_length=64, vocabulary_size=2000, head_dropout=0.0, **backbone_options):
     """token ids (B, T) -> next-token logits (B, T, V); the recurrent state starts at zero.
     head_dropout: dropout on the backbone's sequence before the logits (Zaremba et al.'s output
-    dropout; training only, so the exported step is unchanged)."""
+    dropout; training only, so the exported step is unchanged). With the backbone option
+    tied_output=True the logits are the backbone's own (its embedding matrix transposed), and
+    head_dropout becomes its output_dropout."""
     backbones.require_kind(backbone, "text")
+    if backbone_options.get("tied_output"):
+        backbone_options = {**backbone_options, "output_dropout": head_dropout}
     feature_model = backbones.get(backbone, (sequence_length,), vocabulary_size=vocabulary_size, **backbone_options)
     state_inputs = [t for t in feature_model.inputs if t.name.startswith("state_")]
     if not state_inputs:
@@ -37,7 +41,10 @@ def build(backbone="causal_rnn", sequence_length=64, vocabulary_size=2000, head_
     decoder.toolkit_spec = feature_model.toolkit_spec  # the same layers: its preset is the backbone's
     tokens = keras.Input((sequence_length,), dtype="int32", name="tokens")
     states = {t.name: ZeroState(t.shape[-1], name=f"zero_{t.name}")(tokens) for t in state_inputs}
-    sequence = decoder({"tokens": tokens, **states})["sequence"]
+    out = decoder({"tokens": tokens, **states})
+    if "logits" in out:  # tied to the embedding, inside the backbone
+        return keras.Model(tokens, keras.layers.Identity(name="logits")(out["logits"]), name="language_model")
+    sequence = out["sequence"]
     if head_dropout:
         sequence = keras.layers.Dropout(head_dropout, name="head_dropout")(sequence)
     logits = keras.layers.Dense(vocabulary_size, name="logits")(sequence)
@@ -57,7 +64,7 @@ def parts(model):
     inputs = {"tokens": keras.Input((1,), dtype="int32", name="tokens")}
     inputs.update({t.name: keras.Input(tuple(t.shape[1:]), name=t.name) for t in decoder.inputs if t.name in names})
     out = decoder(inputs)
-    logits = model.get_layer("logits")(out["sequence"])
+    logits = out["logits"] if "logits" in out else model.get_layer("logits")(out["sequence"])
     outputs = {"logits": keras.ops.squeeze(logits, 1)}
     outputs.update({name: out[name] for name in names})
     return {"step": keras.Model(inputs, outputs, name="step")}

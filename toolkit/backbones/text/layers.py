@@ -51,3 +51,37 @@ class Reorder(keras.layers.Layer):
 
     def compute_output_shape(self, input_shape):
         return input_shape[1]
+
+
+@keras.saving.register_keras_serializable(package="toolkit")
+class TiedEmbedding(keras.layers.Embedding):
+    """An embedding whose transpose also gives the output logits (weight tying: Press & Wolf 2017,
+    Inan et al. 2017): `layer(ids)` embeds, `layer(vectors, reverse=True)` -> vectors @ E^T + bias.
+    KerasHub's ReversibleEmbedding does the same without the output bias; with a small vocabulary
+    the bias carries the unigram frequencies the tied matrix would otherwise have to learn, so we
+    keep our own. The reverse call passes the incoming (B, T) mask on unchanged."""
+
+    def build(self, input_shape=None):
+        super().build(input_shape)
+        self.reverse_bias = self.add_weight(shape=(self.input_dim,), initializer="zeros", name="reverse_bias")
+
+    @property
+    def variable_serialization_spec(self):  # Embedding saves only what this lists
+        spec = dict(super().variable_serialization_spec)
+        spec[None] = [*spec[None], "reverse_bias"]
+        return spec
+
+    def call(self, inputs, reverse=False):
+        if not reverse:
+            return super().call(inputs)
+        return ops.matmul(inputs, ops.transpose(self.embeddings)) + self.reverse_bias
+
+    def compute_mask(self, inputs, mask=None):
+        if mask is not None or "float" in str(getattr(inputs, "dtype", "")):
+            return mask  # the reverse call: the sequence's own mask
+        return super().compute_mask(inputs, mask)
+
+    def compute_output_spec(self, inputs, reverse=False):
+        if reverse:
+            return keras.KerasTensor((*inputs.shape[:-1], self.input_dim), dtype=self.compute_dtype)
+        return keras.KerasTensor((*inputs.shape, self.output_dim), dtype=self.compute_dtype)

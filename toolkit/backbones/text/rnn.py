@@ -14,14 +14,15 @@ Token id 0 is padding: the embedding masks it, so padded steps leave the state u
 import keras
 
 from toolkit.backbones.registry import register
-from toolkit.backbones.text.layers import PaddingMask, Reorder, ReverseRealTokens
+from toolkit.backbones.text.layers import PaddingMask, Reorder, ReverseRealTokens, TiedEmbedding
 from toolkit.errors import choose
 
 CELLS = {"gru": keras.layers.GRU, "lstm": keras.layers.LSTM}
 
 
-def _embed(tokens, vocabulary_size, embedding_dim, dropout):
-    x = keras.layers.Embedding(vocabulary_size, embedding_dim, mask_zero=True, name="embedding")(tokens)
+def _embed(tokens, vocabulary_size, embedding_dim, dropout, layer=None):
+    layer = layer or keras.layers.Embedding(vocabulary_size, embedding_dim, mask_zero=True, name="embedding")
+    x = layer(tokens)
     if dropout:
         x = keras.layers.Dropout(dropout, noise_shape=(None, 1, embedding_dim), name="embedding_dropout")(x)
     return x
@@ -60,13 +61,21 @@ def birnn(input_shape=(64,), vocabulary_size=8000, embedding_dim=128, width=64, 
     "causal_rnn", kind="text", provider="toolkit", min_size=1,
     description="embedding + stacked left-to-right GRU/LSTM with explicit state in and out (decoders)",
 )  # fmt: skip
-def causal_rnn(input_shape=(64,), vocabulary_size=8000, embedding_dim=128, width=128, depth=1, cell="gru", dropout=0.0):
+def causal_rnn(
+    input_shape=(64,), vocabulary_size=8000, embedding_dim=128, width=128, depth=1, cell="gru", dropout=0.0,
+    tied_output=False, output_dropout=0.0,
+):
+    """tied_output: the backbone also returns next-token "logits" through its own embedding matrix
+    (weight tying; a Dense projection from width to embedding_dim first where they differ), with
+    `output_dropout` on the sequence before it. The output layer then belongs to the backbone, so a
+    preset carries it and a language model started from one keeps what it learnt to predict."""
     layer = CELLS[choose("cell", cell, CELLS)]
     tokens = keras.Input(input_shape, dtype="int32", name="tokens")
     inputs, outputs = {"tokens": tokens}, {}
     # Keras drops the embedding's mask when an RNN is called with initial_state, so pass it explicitly.
     padding = PaddingMask(name="padding_mask")(tokens)
-    x = _embed(tokens, vocabulary_size, embedding_dim, dropout)
+    embedding = TiedEmbedding(vocabulary_size, embedding_dim, mask_zero=True, name="embedding") if tied_output else None
+    x = _embed(tokens, vocabulary_size, embedding_dim, dropout, embedding)
     for i in range(depth):
         names = state_names(i, cell)
         initial = [keras.Input((width,), name=name) for name in names]
@@ -76,6 +85,12 @@ def causal_rnn(input_shape=(64,), vocabulary_size=8000, embedding_dim=128, width
         outputs.update(zip(names, states))
     outputs["sequence"] = x
     outputs["pooled"] = outputs[state_names(depth - 1, cell)[0]]  # the last layer's h after the last real token
+    if tied_output:
+        if output_dropout:
+            x = keras.layers.Dropout(output_dropout, name="output_dropout")(x)
+        if width != embedding_dim:
+            x = keras.layers.Dense(embedding_dim, name="output_projection")(x)
+        outputs["logits"] = embedding(x, reverse=True)
     return keras.Model(inputs, outputs, name="causal_rnn")
 
 
