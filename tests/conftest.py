@@ -42,6 +42,25 @@ def margin(figure, value, bar, trivial=None, higher=True):
 
 
 @pytest.fixture(scope="session")
+def scenes_data_dir(tmp_path_factory, worker_id):
+    """A TFDS data dir holding the full default Fashion Scenes (8,000 / 1,000 / 1,000 scenes), composed
+    once per test session (about 45 s) and shared by the xdist workers under a file lock, the pattern
+    pytest-xdist documents for session fixtures."""
+    if not os.path.isdir(fashion_mnist.DEFAULT_SOURCE):
+        pytest.skip("Debian's dataset-fashion-mnist is not installed (make installs it)")
+    from filelock import FileLock
+
+    from toolkit.data import scenes
+
+    root = tmp_path_factory.getbasetemp()
+    root = root if worker_id == "master" else root.parent  # the workers' common folder for this session
+    folder = root / "fashion_scenes_tfds"
+    with FileLock(str(folder) + ".lock"):
+        scenes.builder(data_dir=str(folder))
+    return str(folder)
+
+
+@pytest.fixture(scope="session")
 def fashion_small(tmp_path_factory):
     """A real slice of Fashion-MNIST (Debian's files) as IDX files: 2,000 train and 500 test images."""
     if not os.path.isdir(fashion_mnist.DEFAULT_SOURCE):

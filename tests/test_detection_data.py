@@ -153,10 +153,8 @@ def test_real_builder_on_the_installed_fashion_mnist(tmp_path):
 
 
 @pytest.mark.slow
-def test_full_default_builder(tmp_path):
-    if not os.path.isdir(fashion_mnist.DEFAULT_SOURCE):
-        pytest.skip("Debian's dataset-fashion-mnist is not installed (make installs it)")
-    data = detection.load("scenes", data_dir=str(tmp_path))
+def test_full_default_builder(scenes_data_dir):
+    data = detection.load("scenes", data_dir=scenes_data_dir)
     assert data.sizes == scenes.SIZES
     _, truth = data.ground_truth("validation")
     counts = np.array([len(t["classes"]) for t in truth])

@@ -135,13 +135,13 @@ def test_default_flags_parse_and_head_weights_are_checked():
 
 
 @pytest.mark.slow
-def test_recipe_from_the_command_line(tmp_path):
+def test_recipe_from_the_command_line(tmp_path, scenes_data_dir):
     """`toolkit run multitask` on the embedded scenes (built into a temporary data dir, resized to 64 px),
     one epoch of a tiny backbone on 256 scenes composed afresh (--scenes-per-epoch): one run folder, one
     LiteRT file per format with every head's outputs."""
     tiny_scenes(1, 1)  # skips when Fashion-MNIST is not installed
     run, report = run_pyramid_recipe(
-        "multitask", tmp_path / "runs", "--data", "scenes", "--data-dir", str(tmp_path / "tfds"), "--image-size", "64",
+        "multitask", tmp_path / "runs", "--data", "scenes", "--data-dir", scenes_data_dir, "--image-size", "64",
         "--epochs", "1", "--batch-size", "64", "--head-depth", "1", "--backbone-option", "depths=(1,1,1,1)",
         "--scenes-per-epoch", "256",
     )  # fmt: skip
