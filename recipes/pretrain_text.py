@@ -22,7 +22,9 @@ from toolkit.data import corpus, tokenizer
 from toolkit.tasks import language_model
 
 DEFAULTS = dict(data="pretraining", backbone="causal_rnn", epochs=10, batch_size=128, learning_rate=5e-3, patience=2)
-BACKBONE_DEFAULTS = {"width": 256, "dropout": 0.2}  # generation's causal GRU; --backbone-option overrides
+# Generation's causal GRU without its tied output (tying was chosen for generation alone; not measured
+# for transfer); --backbone-option overrides.
+BACKBONE_DEFAULTS = {"width": 256, "dropout": 0.2}
 
 
 def parse_args(argv=None):
