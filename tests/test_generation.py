@@ -96,7 +96,8 @@ def generation_run(tmp_path_factory):
     argv = [
         "--data", f"txt:{folder / 'docs.txt'}", "--sequence-length", "16", "--stride", "8", "--vocabulary-size", "300",
         "--epochs", "3", "--batch-size", "32", "--learning-rate", "1e-2", "--backbone-option", "width=32",
-        "--backbone-option", "embedding_dim=16", "--backbone-option", "tied_output=False", "--prompts", "4", "--prompt-length", "4", "--new-tokens", "12",
+        "--backbone-option", "embedding_dim=16", "--backbone-option", "tied_output=False",
+        "--prompts", "4", "--prompt-length", "4", "--new-tokens", "12",
         "--ngram-orders", "2,3", "--output", str(folder / "out"), "--verbose", "0", "--seed", str(SEED),
     ]  # fmt: skip
     return generation.main(argv), str(folder / "out" / "generation")

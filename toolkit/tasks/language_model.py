@@ -145,8 +145,9 @@ NGRAM_WEIGHTS = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7)
 
 
 def interpolated_nll(log_p, other_nll, weight):
-    """Per-token NLL of (1 - weight) * the model + weight * another model (its NLLs for the same tokens)."""
-    return -np.log((1 - weight) * np.exp(log_p) + weight * np.exp(-np.asarray(other_nll, np.float64)))
+    """Per-token NLL of (1 - weight) * the model + weight * another model (its NLLs for the same tokens):
+    the cache's mixture with the other model's probabilities in the cache's place."""
+    return -with_cache(log_p, np.exp(-np.asarray(other_nll, np.float64)), weight)
 
 
 def continue_greedy(step, prompts, new_tokens):
