@@ -103,6 +103,26 @@ def run_cli(*args, backend=None, timeout=900, env=None, **popen):
     )
 
 
+def cli_fails(*args):
+    """`toolkit ARGS...` for a command that must fail before any training: toolkit.cli.main in this
+    interpreter, with stdout and stderr captured, as a CompletedProcess whose returncode is what the
+    `toolkit` executable exits with (it is `sys.exit(main())`). A fresh interpreter (run_cli) costs 5-10 s
+    of TensorFlow import per call on these machines; tests/test_cli.py keeps run_cli for the real
+    executable's one-line errors (no TensorFlow start-up chatter on stderr). bytes arguments become
+    what Python's sys.argv holds for them (os.fsdecode: undecodable bytes as surrogate escapes)."""
+    import io
+    from contextlib import redirect_stderr, redirect_stdout
+
+    from toolkit import cli
+
+    argv = [os.fsdecode(a) if isinstance(a, bytes) else str(a) for a in args]
+    stdout, stderr = io.StringIO(), io.StringIO()
+    with redirect_stdout(stdout), redirect_stderr(stderr):
+        code = cli.main(argv)
+    assert code != 0, f"toolkit {' '.join(argv)} succeeded; cli_fails is for commands that fail early"
+    return subprocess.CompletedProcess(["toolkit", *argv], code, stdout.getvalue(), stderr.getvalue())
+
+
 TINY_PYRAMID = (
     "--verbose", "0", "--neck-channels", "16", "--head-channels", "16", "--calibration-samples", "16",
     "--backbone-option", "widths=(16,16,32,32)", "--backbone-option", "stem_width=16",

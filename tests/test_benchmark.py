@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from tests.conftest import run_cli
+from tests.conftest import cli_fails, run_cli
 from tests.test_cli import _fails_with
 
 
@@ -47,10 +47,10 @@ def test_a_floor_fails_the_command_and_bad_arguments_are_named(karate_run, tmp_p
     assert "did not pass" in done.stderr and "tflite_fp32" in done.stderr
     status = json.loads((karate_run / "benchmark.json").read_text())["formats"]["tflite_fp32"]["status"]
     assert status.startswith("exported but failed validation")
-    _fails_with(run_cli("benchmark", str(karate_run), "--formats", "onnx_int4"), "unknown format 'onnx_int4'")
-    _fails_with(run_cli("benchmark", str(karate_run), "--threads", "0"), "--threads")
-    _fails_with(run_cli("benchmark", str(tmp_path)), "report.json not found")
-    _fails_with(run_cli("benchmark"), "needs a run folder")
+    _fails_with(cli_fails("benchmark", str(karate_run), "--formats", "onnx_int4"), "unknown format 'onnx_int4'")
+    _fails_with(cli_fails("benchmark", str(karate_run), "--threads", "0"), "--threads")
+    _fails_with(cli_fails("benchmark", str(tmp_path)), "report.json not found")
+    _fails_with(cli_fails("benchmark"), "needs a run folder")
 
 
 @pytest.mark.slow
@@ -82,4 +82,4 @@ def test_predict_classifies_the_runs_own_graph_nodes(karate_run):
         assert record["predictions"][0]["label"] in classes and 0.5 <= record["predictions"][0]["probability"] <= 1
     every = run_cli("predict", "node_classification", "--run", str(karate_run))
     assert every.returncode == 0 and len(every.stdout.splitlines()) == 34
-    _fails_with(run_cli("predict", "node_classification", "34", "--run", str(karate_run)), "nodes 0..33")
+    _fails_with(cli_fails("predict", "node_classification", "34", "--run", str(karate_run)), "nodes 0..33")

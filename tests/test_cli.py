@@ -2,10 +2,12 @@
 
 import pytest
 
-from tests.conftest import run_cli
+from tests.conftest import cli_fails, run_cli
 
 
 def _fails_with(done, *phrases):
+    """A failed `toolkit` command (run_cli's subprocess, or cli_fails in this interpreter): a non-zero
+    exit, and stderr is one line starting "error: " holding every phrase."""
     assert done.returncode != 0
     lines = [line for line in done.stderr.strip().splitlines() if line.strip()]
     assert len(lines) == 1 and lines[0].startswith("error: "), done.stderr
@@ -16,20 +18,20 @@ def _fails_with(done, *phrases):
 
 def test_unknown_command_and_recipe_list_the_valid_ones():
     _fails_with(run_cli("trian"), "unknown command 'trian'", "backbones", "run")
-    _fails_with(run_cli("run", "clasification"), "unknown recipe 'clasification'", "classification")
-    _fails_with(run_cli("run"), "needs a recipe")
+    _fails_with(cli_fails("run", "clasification"), "unknown recipe 'clasification'", "classification")
+    _fails_with(cli_fails("run"), "needs a recipe")
 
 
 def test_bad_recipe_options_are_named(tmp_path):
     _fails_with(run_cli("run", "classification", "--epochs", "-3"), "--epochs", "positive integer")
     _fails_with(
-        run_cli("run", "classification", "--backbone", "resnet9000"), "unknown backbone 'resnet9000'", "edgenet"
+        cli_fails("run", "classification", "--backbone", "resnet9000"), "unknown backbone 'resnet9000'", "edgenet"
     )
     _fails_with(
-        run_cli("run", "classification", "--data", f"fashion_mnist:{tmp_path}", "--output", str(tmp_path / "out")),
+        cli_fails("run", "classification", "--data", f"fashion_mnist:{tmp_path}", "--output", str(tmp_path / "out")),
         "not found", "apt-get install dataset-fashion-mnist",
     )  # fmt: skip
-    _fails_with(run_cli("run", "classification", "--backbone-option", "width"), "KEY=VALUE")
+    _fails_with(cli_fails("run", "classification", "--backbone-option", "width"), "KEY=VALUE")
 
 
 def test_backbones_lists_every_backbone_with_counts():
@@ -47,7 +49,7 @@ def test_backbones_lists_every_backbone_with_counts():
 def test_predict_without_a_run_is_a_clear_error(tmp_path, fmt):
     image = tmp_path / "x.png"
     image.write_bytes(b"")
-    _fails_with(run_cli("predict", "classification", str(image), "--run", str(tmp_path), "--format", fmt), "labels.txt")
+    _fails_with(cli_fails("predict", "classification", str(image), "--run", str(tmp_path), "--format", fmt), "labels.txt")
 
 
 def test_every_single_pass_task_has_a_predictor():

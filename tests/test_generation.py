@@ -9,7 +9,7 @@ import os
 import numpy as np
 import pytest
 
-from tests.conftest import SEED, margin, run_cli
+from tests.conftest import SEED, cli_fails, margin, run_cli
 from tests.test_cli import _fails_with
 
 
@@ -151,20 +151,20 @@ def test_generate_streams_with_every_sampler_and_refuses_bad_input(generation_ru
         assert text.strip() and ("".join(streamed) == text or sampler == "beam"), (sampler, text, streamed)
     keras_text = Generator(run, "keras")("The while", 8, decoding.make_sampler("greedy"))
     assert keras_text == generator("The while", 8, decoding.make_sampler("greedy"))
-    _fails_with(run_cli("generate", "x", "--max-tokens", "0", "--run", run), "--max-tokens", "positive integer")
-    _fails_with(run_cli("generate", "x", "--sampler", "nucleus", "--run", run), "unknown sampler 'nucleus'")
-    _fails_with(run_cli("generate", "   ", "--run", run), "prompt: the text is empty")
-    _fails_with(run_cli("generate", b"caf\xe9", "--run", run), "prompt: not valid UTF-8")
-    _fails_with(run_cli("generate", "x", "--run", run, "--top-p", "1.5"), "--top-p must be in (0, 1]")
+    _fails_with(cli_fails("generate", "x", "--max-tokens", "0", "--run", run), "--max-tokens", "positive integer")
+    _fails_with(cli_fails("generate", "x", "--sampler", "nucleus", "--run", run), "unknown sampler 'nucleus'")
+    _fails_with(cli_fails("generate", "   ", "--run", run), "prompt: the text is empty")
+    _fails_with(cli_fails("generate", b"caf\xe9", "--run", run), "prompt: not valid UTF-8")
+    _fails_with(cli_fails("generate", "x", "--run", run, "--top-p", "1.5"), "--top-p must be in (0, 1]")
 
 
 def test_bad_generation_input_is_named(tmp_path):
     bad = tmp_path / "bad.txt"
     bad.write_bytes(b"fine text\n\ncaf\xe9\n")
-    _fails_with(run_cli("run", "generation", "--data", f"txt:{bad}"), "bad.txt line 3: not valid UTF-8")
-    _fails_with(run_cli("run", "generation", "--data", "shakespeare"), "unknown corpus 'shakespeare'")
-    _fails_with(run_cli("run", "generation", "--ngram-orders", "two"), "--ngram-orders")
-    _fails_with(run_cli("generate", "hello", "--run", str(tmp_path)), "step_fp32.tflite not found", "finished run")
+    _fails_with(cli_fails("run", "generation", "--data", f"txt:{bad}"), "bad.txt line 3: not valid UTF-8")
+    _fails_with(cli_fails("run", "generation", "--data", "shakespeare"), "unknown corpus 'shakespeare'")
+    _fails_with(cli_fails("run", "generation", "--ngram-orders", "two"), "--ngram-orders")
+    _fails_with(cli_fails("generate", "hello", "--run", str(tmp_path)), "step_fp32.tflite not found", "finished run")
 
 
 @pytest.mark.slow

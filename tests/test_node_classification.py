@@ -7,7 +7,7 @@ import keras
 import numpy as np
 import pytest
 
-from tests.conftest import SEED, margin, run_cli
+from tests.conftest import SEED, cli_fails, margin
 from tests.contracts import run_backbone_contract
 from tests.test_cli import _fails_with
 from toolkit import backbones
@@ -115,14 +115,14 @@ def test_recipe_beats_chance_and_exports_on_karate(tmp_path):
         assert (run / name).is_file(), name
     assert json.loads((run / "report.json").read_text())["split_sizes"]["train"] == 6
     # its own bare file: the graph lives in the run folder, so predict asks for the folder
-    _fails_with(run_cli("predict", "node_classification", "--model", str(run / "model_fp32.tflite")),
+    _fails_with(cli_fails("predict", "node_classification", "--model", str(run / "model_fp32.tflite")),
                 "predicts its run's own graph", "--run")  # fmt: skip
 
 
 def test_bad_graph_options_are_named(tmp_path):
-    _fails_with(run_cli("run", "node_classification", "--backbone", "birnn"), "not a graph backbone")
-    _fails_with(run_cli("run", "node_classification", "--data", "cora"), "unknown graph data source 'cora'")
-    _fails_with(run_cli("run", "node_classification", "--data", "karate", "--labels-per-class", "20"), "too few")
+    _fails_with(cli_fails("run", "node_classification", "--backbone", "birnn"), "not a graph backbone")
+    _fails_with(cli_fails("run", "node_classification", "--data", "cora"), "unknown graph data source 'cora'")
+    _fails_with(cli_fails("run", "node_classification", "--data", "karate", "--labels-per-class", "20"), "too few")
     assert not os.path.exists("saved_models/node_classification/partial")
 
 

@@ -6,7 +6,7 @@ import json
 import numpy as np
 import pytest
 
-from tests.conftest import SEED, margin, run_cli
+from tests.conftest import SEED, cli_fails, margin, run_cli
 from toolkit.data import scenes
 from toolkit.tasks import pretraining
 
@@ -105,7 +105,7 @@ def _constant_guess_loss(folder, seed):
 
 
 def test_pretrain_needs_a_known_kind():
-    done = run_cli("pretrain", "audio")
+    done = cli_fails("pretrain", "audio")
     assert done.returncode == 2 and "unknown pretraining 'audio'" in done.stderr and "vision" in done.stderr
 
 

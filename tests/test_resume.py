@@ -13,7 +13,7 @@ import signal
 import numpy as np
 import pytest
 
-from tests.conftest import run_cli, run_python
+from tests.conftest import cli_fails, run_cli, run_python
 from tests.test_cli import _fails_with
 
 KARATE = ("run", "node_classification", "--data", "karate", "--epochs", "12", "--patience", "50", "--verbose", "0")
@@ -61,7 +61,8 @@ def test_killed_mid_epoch_then_rerun_continues_exactly(reference):
     assert state["epoch"] == 6 and len(state["history"]["loss"]) == 6  # every completed epoch kept
 
     # The same name with other options is refused, naming the option; the state is kept.
-    _fails_with(_karate(out, "crashed", "--learning-rate", "0.05"), "learning_rate=0.01", "--restart")
+    _fails_with(cli_fails(*KARATE, "--output", str(out), "--name", "crashed", "--learning-rate", "0.05"),
+                "learning_rate=0.01", "--restart")  # fmt: skip
     assert _state(out, "crashed")["epoch"] == 6
 
     done = _karate(out, "crashed", "--resume")
@@ -74,7 +75,8 @@ def test_killed_mid_epoch_then_rerun_continues_exactly(reference):
     assert report["formats"]["keras"] == {**expected["formats"]["keras"], **_latency(report["formats"]["keras"])}
     assert not (out / ".crashed.partial").exists()  # the state goes once the run is in place
 
-    _fails_with(_karate(out, "crashed", "--resume"), "--resume: no interrupted run 'crashed'")
+    _fails_with(cli_fails(*KARATE, "--output", str(out), "--name", "crashed", "--resume"),
+                "--resume: no interrupted run 'crashed'")  # fmt: skip
 
 
 def _latency(entry):

@@ -5,7 +5,7 @@ import keras
 import numpy as np
 import pytest
 
-from tests.conftest import SEED, margin, run_cli, run_pyramid_recipe, tiny_scenes
+from tests.conftest import SEED, cli_fails, margin, run_cli, run_pyramid_recipe, tiny_scenes
 from tests.contracts import run_task_contract
 from toolkit.errors import ToolkitError
 from toolkit.metrics import segmentation as metrics
@@ -201,7 +201,7 @@ def test_recipe_from_the_command_line(tmp_path):
     assert set(report["per_class_iou"]) <= {"background", "tshirt", "trouser", "pullover"}
     for name in ("model.keras", "model_fp32.tflite", "model_int8.tflite", "segmentation.png", "labels.txt"):
         assert (run / name).is_file(), name
-    done = run_cli("run", "segmentation", "--data", f"folder:{tmp_path / 'missing'}")
+    done = cli_fails("run", "segmentation", "--data", f"folder:{tmp_path / 'missing'}")
     assert done.returncode == 2 and "missing does not exist" in done.stderr
 
     # `toolkit predict segmentation` on a user's image of another size: a class-id PNG at that size.

@@ -8,7 +8,7 @@ import random
 
 import pytest
 
-from tests.conftest import SEED, margin, run_cli
+from tests.conftest import SEED, cli_fails, margin, run_cli
 from tests.test_cli import _fails_with
 
 POSITIVE = ["wonderful", "moving", "brilliant", "charming", "gripping", "superb", "delightful", "clever"]
@@ -91,19 +91,19 @@ def test_predict_reads_raw_text_in_every_format(sentiment_run):
 @pytest.mark.slow
 def test_predict_refuses_empty_and_non_utf8_text(sentiment_run):
     _, run = sentiment_run
-    _fails_with(run_cli("predict", "sentiment", "fine", "   ", "--run", run), "text 2: the text is empty")
-    _fails_with(run_cli("predict", "sentiment", b"caf\xe9 latte", "--run", run), "text 1: not valid UTF-8")
-    _fails_with(run_cli("predict", "sentiment", "fine", "--run", run, "--format", "onnx"), "unknown format 'onnx'")
+    _fails_with(cli_fails("predict", "sentiment", "fine", "   ", "--run", run), "text 2: the text is empty")
+    _fails_with(cli_fails("predict", "sentiment", b"caf\xe9 latte", "--run", run), "text 1: not valid UTF-8")
+    _fails_with(cli_fails("predict", "sentiment", "fine", "--run", run, "--format", "onnx"), "unknown format 'onnx'")
 
 
 def test_predict_without_a_run_names_the_missing_file(tmp_path):
-    _fails_with(run_cli("predict", "sentiment", "some text", "--run", str(tmp_path)), "labels.txt")
+    _fails_with(cli_fails("predict", "sentiment", "some text", "--run", str(tmp_path)), "labels.txt")
 
 
 def test_bad_sentiment_options_are_named(tmp_path):
-    _fails_with(run_cli("run", "sentiment", "--backbone", "resnet"), "not a text backbone")
-    _fails_with(run_cli("run", "sentiment", "--data", f"csv:{tmp_path / 'none.csv'}"), "no such file")
-    _fails_with(run_cli("run", "sentiment", "--sequence-length", "0"), "--sequence-length", "positive integer")
+    _fails_with(cli_fails("run", "sentiment", "--backbone", "resnet"), "not a text backbone")
+    _fails_with(cli_fails("run", "sentiment", "--data", f"csv:{tmp_path / 'none.csv'}"), "no such file")
+    _fails_with(cli_fails("run", "sentiment", "--sequence-length", "0"), "--sequence-length", "positive integer")
 
 
 @pytest.mark.parametrize("ngram_buckets", [0, 64])

@@ -8,7 +8,7 @@ import os
 import numpy as np
 import pytest
 
-from tests.conftest import SEED, margin, run_cli
+from tests.conftest import SEED, cli_fails, margin, run_cli
 from tests.test_cli import _fails_with
 
 
@@ -134,16 +134,16 @@ def test_translate_cli_and_bad_input(translation_run):
     assert done.returncode == 0, done.stderr
     lines = done.stdout.strip().splitlines()
     assert [line.split("\t")[0] for line in lines] == ["twenty-one", "three hundred"]
-    _fails_with(run_cli("translate", "one", "  ", "--run", run), "text 2: the text is empty")
-    _fails_with(run_cli("translate", b"caf\xe9", "--run", run), "text 1: not valid UTF-8")
-    _fails_with(run_cli("translate", "one", "--run", run, "--sampler", "nucleus"), "unknown sampler 'nucleus'")
+    _fails_with(cli_fails("translate", "one", "  ", "--run", run), "text 2: the text is empty")
+    _fails_with(cli_fails("translate", b"caf\xe9", "--run", run), "text 1: not valid UTF-8")
+    _fails_with(cli_fails("translate", "one", "--run", run, "--sampler", "nucleus"), "unknown sampler 'nucleus'")
 
 
 def test_bad_translation_options_are_named(tmp_path):
-    _fails_with(run_cli("run", "translation", "--decoder", "birnn"), "no recurrent state", "causal")
-    _fails_with(run_cli("run", "translation", "--data", f"tsv:{tmp_path / 'none.tsv'}"), "no such file")
-    _fails_with(run_cli("run", "translation", "--data", "numbers_de"), "unknown translation data source")
-    _fails_with(run_cli("translate", "one", "--run", str(tmp_path)), "encoder_fp32.tflite not found")
+    _fails_with(cli_fails("run", "translation", "--decoder", "birnn"), "no recurrent state", "causal")
+    _fails_with(cli_fails("run", "translation", "--data", f"tsv:{tmp_path / 'none.tsv'}"), "no such file")
+    _fails_with(cli_fails("run", "translation", "--data", "numbers_de"), "unknown translation data source")
+    _fails_with(cli_fails("translate", "one", "--run", str(tmp_path)), "encoder_fp32.tflite not found")
 
 
 @pytest.mark.cross_backend

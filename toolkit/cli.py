@@ -359,8 +359,8 @@ def main(argv=None):
         print(USAGE)
         return 0 if argv else 2
     try:
+        command = COMMANDS[choose("command", argv[0], COMMANDS)]  # a mistyped command fails before the imports
         import_frameworks_quietly()
-        command = COMMANDS[choose("command", argv[0], COMMANDS)]
         return command(argv[1:])
     except ToolkitError as e:
         print(f"error: {e}", file=sys.stderr)
