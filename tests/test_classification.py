@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from tests.conftest import SEED, margin, run_cli
+from tests.conftest import SEED, cli_fails, margin, run_cli
 from toolkit.data import fashion_mnist
 from toolkit.errors import ToolkitError
 
@@ -77,7 +77,7 @@ def test_predict_reads_the_users_images(finished_run, fashion_small, tmp_path):
     assert [line.split("\t")[0] for line in by_stdin.stdout.splitlines()] == files[:3]
     corrupt = tmp_path / "corrupt.png"
     corrupt.write_bytes(open(files[0], "rb").read()[:40])
-    done = run_cli("predict", "classification", str(corrupt), "--run", str(finished_run))
+    done = cli_fails("predict", "classification", str(corrupt), "--run", str(finished_run))
     assert done.returncode == 2 and "corrupt.png: not a readable image" in done.stderr
 
 
@@ -89,7 +89,7 @@ def test_a_preset_whose_weights_do_not_load_keeps_the_old_run(finished_run, fash
     bad = finished_run.parent / "broken_preset"
     shutil.copytree(finished_run / "backbone", bad)
     (bad / "model.weights.h5").write_bytes(b"not an h5 file")
-    done = run_cli(
+    done = cli_fails(
         "run", "classification", "--data", f"fashion_mnist:{fashion_small}",
         "--data-dir", str(finished_run.parent / "tfds"), "--output", str(finished_run.parent), "--epochs", "1",
         "--backbone-preset", str(bad),
