@@ -37,6 +37,19 @@ def training_data(args):
     return data, train.repeat()
 
 
+def self_check_data(folder, train_size=512, test_size=256):
+    """The peers' self-checks' data: small stored scene splits composed into folder/tfds, and the seed
+    set to 0 for the model built next."""
+    from toolkit.data import detection, scenes
+
+    builder = scenes.builder(
+        None, os.path.join(folder, "tfds"), {"train": train_size, "validation": 64, "test": test_size}
+    )
+    data = detection.from_builder(builder, "scenes (self-check sizes)")
+    keras.utils.set_random_seed(0)
+    return data
+
+
 def to_detections(outputs, image_shape=None):
     """A peer's decoded output -> our evaluate() input. Both libraries return {"boxes" (N, K, 4) in the
     detector's box format, "confidence", "num_detections"} and the class as "labels" (KerasHub) or

@@ -150,14 +150,11 @@ def train(model, train_ds, validation_ds, epochs, learning_rate=3e-3, weight_dec
 
 
 def _self_check(folder, train_size=512, test_size=256, batch_size=32, epochs=1):
-    from toolkit.data import detection, scenes
+    from benchmarks.detector_peers import self_check_data
+    from toolkit.data import detection
 
-    builder = scenes.builder(
-        None, os.path.join(folder, "tfds"), {"train": train_size, "validation": 64, "test": test_size}
-    )
-    data = detection.from_builder(builder, "scenes (self-check sizes)")
+    data = self_check_data(folder, train_size, test_size)
     num_classes = len(data.class_names)
-    keras.utils.set_random_seed(0)
     model = build_retinanet("resnet", data.image_shape, num_classes)
     train_ds = detection.batches(data.train, batch_size, 16, shuffle=True, augment="flip")
     validation_ds = detection.batches(data.validation, batch_size, 16)

@@ -120,15 +120,11 @@ def _self_check(folder, train_size=512, test_size=256, batch_size=32, epochs=1):
     the test scenes, times batch 1 and tries every LiteRT route."""
     import time
 
-    from benchmarks.detector_peers import keras_latency_ms, litert_attempt, score
-    from toolkit.data import detection, scenes
+    from benchmarks.detector_peers import keras_latency_ms, litert_attempt, score, self_check_data
+    from toolkit.data import detection
 
-    builder = scenes.builder(
-        None, os.path.join(folder, "tfds"), {"train": train_size, "validation": 64, "test": test_size}
-    )
-    data = detection.from_builder(builder, "scenes (self-check sizes)")
+    data = self_check_data(folder, train_size, test_size)
     num_classes = len(data.class_names)
-    keras.utils.set_random_seed(0)
     model = build_yolov8("resnet", data.image_shape, num_classes)
     train = yolov8_batches(detection.batches(data.train, batch_size, 16, shuffle=True, augment="flip"))
     compile_yolov8(model, epochs * -(-train_size // batch_size))
