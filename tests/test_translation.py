@@ -56,6 +56,90 @@ def test_bad_sentence_pair_files_are_named(tmp_path):
             read_pairs(str(path))
 
 
+def _catalogue(path, messages, header_only=False):
+    """A gettext catalogue (.mo or .po by its suffix) of messages [(id, string, context)], written with babel."""
+    from babel.messages.catalog import Catalog
+    from babel.messages.mofile import write_mo
+    from babel.messages.pofile import write_po
+
+    catalogue = Catalog(locale="fr")
+    for message in messages:
+        catalogue.add(*message[:2], context=message[2] if len(message) > 2 else None)
+    with open(path, "wb") as f:
+        (write_po if str(path).endswith(".po") else write_mo)(f, catalogue)
+
+
+def test_gettext_catalogues_become_split_message_pairs(tmp_path):
+    from toolkit.data import translation as pairs
+
+    kept = [(f"Cannot open file number {n}", f"Impossible d'ouvrir le fichier numéro {n}") for n in range(300)]
+    dropped = [
+        ("Open", "Ouvrir"),  # one word
+        ("Two words", "Two words"),  # not translated (a copy)
+        ("line one\nline two", "ligne un\nligne deux"),  # a usage paragraph
+        ("Open the file", "Ouvrir le fichier", "menu"),  # has a context
+        (("%d file was removed", "%d files were removed"), ("%d fichier supprimé", "%d fichiers supprimés")),
+        ("Not yet translated here", ""),
+        (" ".join(["word"] * 21), " ".join(["mot"] * 21)),  # longer than MAX_MESSAGE_WORDS
+    ]
+    _catalogue(tmp_path / "a.mo", kept[:200] + dropped)
+    # the second catalogue repeats a source (the first file's translation wins) and is a .po file
+    _catalogue(tmp_path / "b.po", kept[200:] + [("Cannot open  FILE NUMBER 3", "autre traduction")])
+    data = pairs.load(f"gettext:{tmp_path}")
+    everything = [p for split in pairs.SPLITS for p in zip(*getattr(data, split))]
+    assert sorted(everything) == sorted(kept)  # what was dropped is gone; the duplicate kept its first translation
+    assert min(data.sizes.values()) > 0 and data.source == f"gettext:{tmp_path}"
+    sources = [{s.lower() for s in getattr(data, split)[0]} for split in pairs.SPLITS]
+    assert not (sources[0] & sources[2] or sources[0] & sources[1] or sources[1] & sources[2])
+    # one file works too, and the split of a message does not depend on which files came with it
+    alone = pairs.load(f"gettext:{tmp_path / 'a.mo'}")
+    assert set(alone.test[0]) == {s for s in data.test[0] if s in dict(kept[:200])}
+
+
+def test_bad_gettext_sources_are_named(tmp_path):
+    from toolkit.data import translation as pairs
+    from toolkit.errors import ToolkitError
+
+    (tmp_path / "broken.mo").write_bytes(b"\xde\x12\x04\x95 not a catalogue")
+    (tmp_path / "notes.txt").write_text("hello")
+    _catalogue(tmp_path / "header_only.mo", [("Open", "Ouvrir")])
+    (tmp_path / "empty").mkdir()
+    cases = {
+        f"gettext:{tmp_path / 'broken.mo'}": "broken.mo: not a readable gettext catalogue",
+        f"gettext:{tmp_path / 'missing.mo'}": "missing.mo: no such file",
+        f"gettext:{tmp_path / 'notes.txt'}": "notes.txt: expected a gettext catalogue",
+        f"gettext:{tmp_path / 'empty'}": "empty: no .mo or .po gettext catalogues",
+        f"gettext:{tmp_path / 'header_only.mo'}": "no translated messages of 2..20 words",
+    }
+    for source, message in cases.items():
+        with pytest.raises(ToolkitError, match=message.replace(".", r"\.")):
+            pairs.load(source)
+    # the packaged corpus names what this machine lacks
+    pairs_dir = pairs.GETTEXT_LOCALE_DIR
+    try:
+        pairs.GETTEXT_LOCALE_DIR = str(tmp_path / "empty")
+        with pytest.raises(ToolkitError, match=r"gettext_fr needs 74 French catalogue\(s\) this machine lacks"):
+            pairs.load("gettext_fr")
+    finally:
+        pairs.GETTEXT_LOCALE_DIR = pairs_dir
+    result = cli_fails("run", "translation", "--data", f"gettext:{tmp_path / 'broken.mo'}")
+    assert result.returncode != 0 and "broken.mo: not a readable gettext catalogue" in result.stderr
+
+
+@pytest.mark.skipif(not os.path.isdir("/usr/share/locale/fr/LC_MESSAGES"), reason="no French gettext catalogues")
+def test_the_debian_gettext_corpus_is_large_and_split_by_source():
+    from toolkit.data import translation as pairs
+    from toolkit.errors import ToolkitError
+
+    try:
+        data = pairs.load("gettext_fr")
+    except ToolkitError as e:
+        pytest.skip(str(e))
+    assert data.sizes["train"] > 20000 and data.sizes["test"] > 2000 and data.languages == ("en", "fr")
+    train = {s.lower() for s in data.train[0]}
+    assert not any(s.lower() in train for s in data.test[0])
+
+
 @pytest.fixture(scope="module")
 def translation_run(tmp_path_factory):
     """The recipe on 600 pairs of cardinals under 1000 (a TSV file), a tiny model, a few epochs."""

@@ -1,11 +1,13 @@
 """Sentence pairs for translation: one shape for every source, tokenised in tf.data like every text task.
 
 Sources: `numbers_fr` (the embedded default: English -> French number and date phrases generated
-with `num2words` and `babel`), `tfds:NAME` (a prepared TFDS translation dataset with supervised
+with `num2words` and `babel`), `gettext_fr` (the harder corpus: English -> French user-interface
+messages from the gettext catalogues that Debian installs under /usr/share/locale/fr, see
+GETTEXT_DOMAINS), `gettext:PATH` (your own `.mo`/`.po` catalogue, or a folder of them), `tfds:NAME` (a prepared TFDS translation dataset with supervised
 (source, target) keys, e.g. `tfds:ted_hrlr_translate/pt_to_en`) and `tsv:PATH` (or a `.tsv`/`.txt`
 path): one pair a line, source TAB target, further columns ignored (the Tatoeba/Anki layout).
 
-The embedded corpus is split *by value*: every number or date goes to one split as a whole (with
+The numbers corpus is split *by value*: every number or date goes to one split as a whole (with
 all its phrasings), so no test number, date or phrase is seen in training. Files are split by
 normalised source sentence, so no source sentence lands in two splits. Bad input is named: a line
 without a tab or with an empty side, bytes that are not UTF-8 (file and line).
@@ -39,15 +41,23 @@ class TranslationData:
 def load(source="numbers_fr", data_dir=None, seed=0):
     if source == "numbers_fr":
         return numbers_fr(seed)
+    if source == "gettext_fr":
+        return gettext_fr()
     if source.startswith("tfds:"):
         return _tfds(source[5:], data_dir)
+    if source.startswith("gettext:"):
+        pairs, _ = gettext_pairs(_catalogue_files(source[8:]))
+        splits = split_by_source(pairs)
+        return TranslationData(*(_columns(splits[k]) for k in SPLITS), source)
     kind, sep, path = source.partition(":")
     if not (sep and kind == "tsv"):
         kind, path = os.path.splitext(source)[1].lstrip(".").lower(), source
     if kind in ("tsv", "txt"):
         splits = split_by_source(read_pairs(path))
         return TranslationData(*(_columns(splits[k]) for k in SPLITS), source)
-    raise ToolkitError(f"unknown translation data source {source!r}; use numbers_fr, tfds:NAME or tsv:PATH")
+    raise ToolkitError(
+        f"unknown translation data source {source!r}; use numbers_fr, gettext_fr, gettext:PATH, tfds:NAME or tsv:PATH"
+    )
 
 
 def numbers_fr(seed=0):
@@ -88,6 +98,86 @@ def numbers_fr(seed=0):
     seen = {english for english, _ in splits["train"]}
     assert not any(english in seen for english, _ in splits["test"]), "a test phrase is in the training split"
     return TranslationData(*(_columns(splits[k]) for k in SPLITS), "numbers_fr", ("en", "fr"))
+
+
+# The French catalogues of the Debian packages on the project's machines (GNU tools, dpkg/apt, git,
+# PostgreSQL 15, GTK 2, systemd...): fixed, so the corpus is the same wherever the same packages are.
+# The iso-codes catalogues (language and region names) are left out: names, not messages.
+GETTEXT_LOCALE_DIR = "/usr/share/locale/fr/LC_MESSAGES"
+GETTEXT_DOMAINS = (
+    "Linux-PAM", "PackageKit", "adduser", "appstream", "apt", "at-spi2-core", "avahi", "bash", "bfd", "binutils",
+    "coreutils", "diffutils", "dpkg", "dpkg-dev", "findutils", "gas", "gdk-pixbuf", "gettext-runtime",
+    "gettext-tools", "git", "glib20", "gnupg2", "gnutls30", "gold", "gprof", "grep", "gsettings-desktop-schemas",
+    "gstreamer-1.0", "gtk20", "gtk20-properties", "initdb-15", "ld", "libapt-pkg6.0", "libc", "libidn2",
+    "libpq5-15", "make", "man-db", "man-db-gnulib", "net-tools", "opcodes", "pg_amcheck-15", "pg_archivecleanup-15",
+    "pg_basebackup-15", "pg_checksums-15", "pg_config-15", "pg_controldata-15", "pg_ctl-15", "pg_dump-15",
+    "pg_resetwal-15", "pg_rewind-15", "pg_test_fsync-15", "pg_test_timing-15", "pg_upgrade-15", "pg_verifybackup-15",
+    "pg_waldump-15", "pgscripts-15", "plpgsql-15", "postgres-15", "procps-ng", "psmisc", "psql-15", "python-apt",
+    "sed", "shadow", "shared-mime-info", "software-properties", "systemd", "tar", "wget", "wget-gnulib",
+    "xdg-user-dirs", "xkeyboard-config", "xz",
+)  # fmt: skip
+MAX_MESSAGE_WORDS = 20  # longer messages are usage paragraphs, not sentences
+
+
+def gettext_fr():
+    """English -> French UI messages from the installed catalogues (GETTEXT_DOMAINS), split by source."""
+    files = [os.path.join(GETTEXT_LOCALE_DIR, f"{domain}.mo") for domain in GETTEXT_DOMAINS]
+    missing = [f for f in files if not os.path.isfile(f)]
+    if missing:
+        raise ToolkitError(f"gettext_fr needs {len(missing)} French catalogue(s) this machine lacks, e.g. {missing[0]} "
+                           "(install the Debian package that owns it, or pass gettext:PATH with your own)")  # fmt: skip
+    pairs, counts = gettext_pairs(files)
+    splits = split_by_source(pairs)
+    return TranslationData(*(_columns(splits[k]) for k in SPLITS), "gettext_fr", ("en", "fr"))
+
+
+def gettext_pairs(files):
+    """(source, translation) messages of gettext catalogues (`.mo` or `.po`, read with babel), and the
+    count kept per file. Kept: translated single-line messages of 2..MAX_MESSAGE_WORDS words, without
+    context or plural forms, whose translation differs from the source; whitespace (French typography's
+    no-break spaces included) becomes single spaces; the first catalogue in `files` order wins a source
+    that several translate (one reference per test source)."""
+    from babel.messages.mofile import read_mo
+    from babel.messages.pofile import read_po
+
+    pairs, counts = {}, {}
+    for path in files:
+        try:
+            with open(path, "rb") as f:
+                catalogue = read_po(f) if path.endswith(".po") else read_mo(f)
+        except Exception as e:  # babel raises bare ValueError/IndexError/struct.error on a broken file
+            raise ToolkitError(f"{path}: not a readable gettext catalogue ({type(e).__name__}: {e})") from None
+        kept = 0
+        for message in catalogue:
+            source, target = message.id, message.string
+            if not source or message.context or isinstance(source, (tuple, list)) or not isinstance(target, str):
+                continue  # the header, a message with context, or plural forms
+            if "\n" in source or "\n" in target or getattr(message, "fuzzy", False):
+                continue
+            source, target = " ".join(source.split()), " ".join(target.split())
+            if not target or target == source or not 2 <= len(source.split()) <= MAX_MESSAGE_WORDS:
+                continue
+            key = normalized(source)
+            if key not in pairs:
+                pairs[key] = (source, target)
+                kept += 1
+        counts[os.path.basename(path)] = kept
+    if not pairs:
+        raise ToolkitError(f"{', '.join(files[:3])}: no translated messages of 2..{MAX_MESSAGE_WORDS} words")
+    return list(pairs.values()), counts
+
+
+def _catalogue_files(path):
+    if os.path.isdir(path):
+        files = sorted(os.path.join(path, f) for f in os.listdir(path) if f.endswith((".mo", ".po")))
+        if not files:
+            raise ToolkitError(f"{path}: no .mo or .po gettext catalogues in this folder")
+        return files
+    if not os.path.isfile(path):
+        raise ToolkitError(f"{path}: no such file")
+    if not path.endswith((".mo", ".po")):
+        raise ToolkitError(f"{path}: expected a gettext catalogue (.mo or .po) or a folder of them")
+    return [path]
 
 
 def read_pairs(path):
