@@ -1,7 +1,10 @@
 """Translation: English -> French numbers and dates, an attention encoder-decoder on the shared text backbones.
 
     python recipes/translation.py                     # the embedded num2words/babel corpus
+    python recipes/translation.py --data gettext_fr --backbone transformer --learning-rate 4e-3 \
+        --source-length 32 --target-length 40 --vocabulary-size 4000   # 32k real UI messages (Debian's catalogues)
     toolkit run translation --data tsv:fra.txt --source-length 32 --target-length 32
+    toolkit run translation --backbone-preset saved_models/pretrain_text   # the encoder starts from a text preset
 
 Pairs -> WordPiece vocabularies learned on the training split (source and target) -> token ids in
 tf.data -> bidirectional GRU encoder + causal GRU decoder with Luong attention -> teacher-forced
@@ -18,7 +21,6 @@ import numpy as np
 from toolkit import recipe, training
 from toolkit.data import tokenizer
 from toolkit.data import translation as pairs
-from toolkit.errors import ToolkitError
 from toolkit.runs import TARGET_VOCABULARY_FILE
 from toolkit.tasks import decoding, translation
 
@@ -40,20 +42,22 @@ def main(argv=None):
     args = parse_args(argv)
     training.distribute(args.distribute)  # before any model or TensorFlow op
     keras.utils.set_random_seed(args.seed)
-    if args.backbone_preset:  # its encoder would need the preset's vocabulary as the source one: not built yet
-        raise ToolkitError("translation does not start from a backbone preset yet: drop --backbone-preset")
     encoder_options = recipe.backbone_config(args)
     decoder_options = recipe.backbone_options(args.decoder_option, args.decoder)
 
     # Data: sentence pairs; vocabularies learned from the training split only.
     data = pairs.load(args.data, args.data_dir, args.seed)
+    # With --backbone-preset (a `toolkit pretrain text` preset) the encoder starts from it, and the source
+    # side is tokenised with the preset's vocabulary (its embedding rows' WordPieces).
     source_vocabulary, target_vocabulary = pairs.vocabularies(data, args.vocabulary_size, args.vocabulary_size)
+    source_vocabulary = recipe.preset_vocabulary(args) or source_vocabulary
     tokenizers = pairs.tokenizers(source_vocabulary, target_vocabulary, args.source_length)
     train = pairs.batches(tokenizers, *data.train, args.target_length, args.batch_size, shuffle=True, seed=args.seed)
     validation = pairs.batches(tokenizers, *data.validation, args.target_length, args.batch_size)
 
     model = translation.build(args.source_length, args.target_length, len(source_vocabulary), len(target_vocabulary),
                               args.backbone, args.decoder, encoder_options, decoder_options)  # fmt: skip
+    recipe.start_from_preset(model.get_layer("encoder"), args)
     translation.compile(model, args.learning_rate, args.epochs * math.ceil(data.sizes["train"] / args.batch_size))
 
     with recipe.TrainingRun("translation", args, argv, encoder_options) as run:

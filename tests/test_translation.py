@@ -323,3 +323,43 @@ def test_decoder_task_contract(translation_run, tmp_path):
 
     model = saving.load_model(os.path.join(translation_run[1], "model.keras"))
     run_decoder_contract("translation", model, zeros_like_inputs(model), tmp_path)
+
+
+@pytest.mark.slow
+def test_translation_encoder_starts_from_a_text_preset(tmp_path):
+    """A `toolkit pretrain text` preset (a causal_rnn and its vocabulary) becomes the encoder: its weights
+    are loaded, the source side is tokenised with its vocabulary, and the export contract still holds."""
+    import keras
+    from num2words import num2words
+
+    from recipes import translation as recipe
+    from toolkit import backbones
+    from toolkit.backbones import presets
+    from toolkit.data import tokenizer
+    from toolkit.tasks import translation
+
+    english = [num2words(n) for n in range(400)]
+    vocabulary = tokenizer.train_vocabulary(english, 120)
+    keras.utils.set_random_seed(SEED)
+    backbone = backbones.get("causal_rnn", (10,), vocabulary_size=len(vocabulary), width=16, embedding_dim=16)
+    tokenizer.save_vocabulary(vocabulary, str(tmp_path))
+    preset = presets.save(tmp_path / "preset", backbone, vocabulary=str(tmp_path / "vocab.txt"))
+
+    # the encoder of a translator built with the preset's options takes its weights exactly
+    model = translation.build(10, 10, len(vocabulary), 50, "causal_rnn", "causal_rnn",
+                              dict(width=16, embedding_dim=16), dict(width=16, embedding_dim=16))  # fmt: skip
+    presets.load_weights(model.get_layer("encoder"), preset)
+    for a, b in zip(model.get_layer("encoder").get_weights(), backbone.get_weights(), strict=True):
+        np.testing.assert_array_equal(a, b)
+
+    rows = [f"{e}\t{num2words(n, lang='fr')}" for n, e in enumerate(english)]
+    (tmp_path / "pairs.tsv").write_text("\n".join(rows) + "\n")
+    result = recipe.main([
+        "--data", f"tsv:{tmp_path / 'pairs.tsv'}", "--source-length", "10", "--target-length", "10",
+        "--vocabulary-size", "120", "--epochs", "1", "--batch-size", "32", "--backbone-preset", preset,
+        "--decoder-option", "width=16", "--decoder-option", "embedding_dim=16", "--beam-size", "2",
+        "--output", str(tmp_path / "out"), "--verbose", "0",
+    ])  # fmt: skip
+    assert result["backbone"] == "causal_rnn" and result["backbone_preset"] == preset
+    assert (tmp_path / "out" / "translation" / "vocab.txt").read_text() == (tmp_path / "vocab.txt").read_text()
+    assert result["formats"]["tflite_fp32"]["identical_to_keras"] == 1.0

@@ -3,14 +3,16 @@
 Sources: `numbers_fr` (the embedded default: English -> French number and date phrases generated
 with `num2words` and `babel`), `gettext_fr` (the harder corpus: English -> French user-interface
 messages from the gettext catalogues that Debian installs under /usr/share/locale/fr, see
-GETTEXT_DOMAINS), `gettext:PATH` (your own `.mo`/`.po` catalogue, or a folder of them), `tfds:NAME` (a prepared TFDS translation dataset with supervised
-(source, target) keys, e.g. `tfds:ted_hrlr_translate/pt_to_en`) and `tsv:PATH` (or a `.tsv`/`.txt`
-path): one pair a line, source TAB target, further columns ignored (the Tatoeba/Anki layout).
+GETTEXT_DOMAINS), `gettext:PATH` (your own `.mo`/`.po` catalogue, or a folder of them), `tfds:NAME`
+(a prepared TFDS translation dataset with supervised (source, target) keys, e.g.
+`tfds:ted_hrlr_translate/pt_to_en`) and `tsv:PATH` (or a `.tsv`/`.txt` path): one pair a line,
+source TAB target, further columns ignored (the Tatoeba/Anki layout).
 
 The numbers corpus is split *by value*: every number or date goes to one split as a whole (with
-all its phrasings), so no test number, date or phrase is seen in training. Files are split by
-normalised source sentence, so no source sentence lands in two splits. Bad input is named: a line
-without a tab or with an empty side, bytes that are not UTF-8 (file and line).
+all its phrasings), so no test number, date or phrase is seen in training. Files and catalogues
+are split by normalised source sentence, so no source sentence lands in two splits. Bad input is
+named: a line without a tab or with an empty side, bytes that are not UTF-8 (file and line), a
+catalogue babel cannot read.
 """
 
 import dataclasses

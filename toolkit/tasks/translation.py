@@ -1,6 +1,7 @@
 """Translation: an encoder-decoder with Luong attention on the shared text backbones.
 
-    source ids (B, S) -> encoder backbone (bidirectional: `birnn`, or `transformer`) -> memory (B, S, M)
+    source ids (B, S) -> encoder backbone (`birnn`, `transformer`, or a causal one such as a text
+                         preset's `causal_rnn`, from a zero state) -> memory (B, S, M)
     memory -> attention keys (Dense, once) ; pooled -> bridge (Dense, tanh) -> decoder's initial state
     target ids (B, T) = [START] y1 .. yn -> causal decoder backbone (`causal_rnn`) -> (B, T, D)
     each decoder output attends over the memory -> tanh(W [h; context]) -> logits (B, T, V)
@@ -19,7 +20,7 @@ from toolkit import backbones
 from toolkit.backbones.text.layers import PaddingMask
 from toolkit.data import tokenizer
 from toolkit.errors import ToolkitError
-from toolkit.heads.sequence import LuongAttention, attentional_logits
+from toolkit.heads.sequence import LuongAttention, ZeroState, attentional_logits
 from toolkit.metrics import translation as translation_metrics
 import toolkit.tasks.decoding as decoding
 import toolkit.tasks.registry as registry
@@ -46,20 +47,27 @@ def build(
         backbones.require_kind(name, "text")
     encoder_model = backbones.get(encoder, (source_length,), vocabulary_size=source_vocabulary_size,
                                   **(encoder_options or {}))  # fmt: skip
-    if len(encoder_model.inputs) != 1:
-        raise ToolkitError(f"encoder {encoder!r} takes recurrent state; use a bidirectional or encoder backbone")
     decoder_model = backbones.get(decoder, (target_length,), vocabulary_size=target_vocabulary_size,
                                   **(decoder_options or {}))  # fmt: skip
     state_inputs = [t for t in decoder_model.inputs if t.name.startswith("state_")]
     if not state_inputs:
         raise ToolkitError(f"decoder {decoder!r} has no recurrent state; use a causal backbone (causal_rnn)")
+    # A causal encoder (e.g. a `toolkit pretrain text` preset's causal_rnn) reads the source left to right
+    # from a zero state; its "pooled" is its state after the last real token.
+    encoder_states = [t for t in encoder_model.inputs if t.name.startswith("state_")]
     # Named wrappers over the same layers: parts() finds them again in a loaded model.
+    encoder_spec = getattr(encoder_model, "toolkit_spec", None)
     encoder_model = keras.Model(encoder_model.input, encoder_model.output, name="encoder")
+    encoder_model.toolkit_spec = encoder_spec  # the same layers: a preset loads into it
     decoder_model = keras.Model(decoder_model.input, decoder_model.output, name="decoder")
 
     source = keras.Input((source_length,), dtype="int32", name="source_tokens")
     target = keras.Input((target_length,), dtype="int32", name="target_tokens")
-    encoded = encoder_model(source)
+    if encoder_states:
+        zeros = {t.name: ZeroState(t.shape[-1], name=f"encoder_zero_{t.name}")(source) for t in encoder_states}
+        encoded = encoder_model({"tokens": source, **zeros})
+    else:
+        encoded = encoder_model(source)
     memory = keras.layers.Identity(name="memory")(encoded["sequence"])
     width = decoder_model.output["sequence"].shape[-1]
     keys = keras.layers.Dense(width, use_bias=False, name="attention_keys")(memory)
