@@ -141,7 +141,7 @@ def against_transformer(argv, args, command, own):
         m, formats = report["formats"]["keras"], report["formats"]
         fp32, dynamic = formats["tflite_fp32"], formats.get("tflite_dynamic", {})
         return (f"{label}: `{report['backbone']}` encoder + `{report['decoder']}` decoder, Luong attention",
-                report["params"], f"{report['train_seconds']:.0f} s ({report['epochs_run']} of {args.epochs} epochs)",
+                report["params"], f"{report['train_seconds']:.0f} s ({report['epochs_run']} epochs)",
                 m, f"fp32 {fp32['bleu']:.2f}, dynamic {dynamic.get('bleu', float('nan')):.2f}; fp32 greedy tokens "
                 f"identical to Keras on {fp32['identical_to_keras']:.4f} of the test split")  # fmt: skip
 
