@@ -56,7 +56,7 @@ def test_bad_sentence_pair_files_are_named(tmp_path):
             read_pairs(str(path))
 
 
-def _catalogue(path, messages, header_only=False):
+def _catalogue(path, messages):
     """A gettext catalogue (.mo or .po by its suffix) of messages [(id, string, context)], written with babel."""
     from babel.messages.catalog import Catalog
     from babel.messages.mofile import write_mo

@@ -48,15 +48,12 @@ def load(source="numbers_fr", data_dir=None, seed=0):
     if source.startswith("tfds:"):
         return _tfds(source[5:], data_dir)
     if source.startswith("gettext:"):
-        pairs, _ = gettext_pairs(_catalogue_files(source[8:]))
-        splits = split_by_source(pairs)
-        return TranslationData(*(_columns(splits[k]) for k in SPLITS), source)
+        return _split(gettext_pairs(_catalogue_files(source[8:])), source)
     kind, sep, path = source.partition(":")
     if not (sep and kind == "tsv"):
         kind, path = os.path.splitext(source)[1].lstrip(".").lower(), source
     if kind in ("tsv", "txt"):
-        splits = split_by_source(read_pairs(path))
-        return TranslationData(*(_columns(splits[k]) for k in SPLITS), source)
+        return _split(read_pairs(path), source)
     raise ToolkitError(
         f"unknown translation data source {source!r}; use numbers_fr, gettext_fr, gettext:PATH, tfds:NAME or tsv:PATH"
     )
@@ -128,28 +125,25 @@ def gettext_fr():
     if missing:
         raise ToolkitError(f"gettext_fr needs {len(missing)} French catalogue(s) this machine lacks, e.g. {missing[0]} "
                            "(install the Debian package that owns it, or pass gettext:PATH with your own)")  # fmt: skip
-    pairs, counts = gettext_pairs(files)
-    splits = split_by_source(pairs)
-    return TranslationData(*(_columns(splits[k]) for k in SPLITS), "gettext_fr", ("en", "fr"))
+    return _split(gettext_pairs(files), "gettext_fr", ("en", "fr"))
 
 
 def gettext_pairs(files):
-    """(source, translation) messages of gettext catalogues (`.mo` or `.po`, read with babel), and the
-    count kept per file. Kept: translated single-line messages of 2..MAX_MESSAGE_WORDS words, without
-    context or plural forms, whose translation differs from the source; whitespace (French typography's
-    no-break spaces included) becomes single spaces; the first catalogue in `files` order wins a source
-    that several translate (one reference per test source)."""
+    """[(source, translation)] messages of gettext catalogues (`.mo` or `.po`, read with babel).
+    Kept: translated single-line messages of 2..MAX_MESSAGE_WORDS words, without context or plural
+    forms, whose translation differs from the source; whitespace (French typography's no-break spaces
+    included) becomes single spaces; the first catalogue in `files` order wins a source that several
+    translate (one reference per test source)."""
     from babel.messages.mofile import read_mo
     from babel.messages.pofile import read_po
 
-    pairs, counts = {}, {}
+    pairs = {}
     for path in files:
         try:
             with open(path, "rb") as f:
                 catalogue = read_po(f) if path.endswith(".po") else read_mo(f)
         except Exception as e:  # babel raises bare ValueError/IndexError/struct.error on a broken file
             raise ToolkitError(f"{path}: not a readable gettext catalogue ({type(e).__name__}: {e})") from None
-        kept = 0
         for message in catalogue:
             source, target = message.id, message.string
             if not source or message.context or isinstance(source, (tuple, list)) or not isinstance(target, str):
@@ -159,14 +153,10 @@ def gettext_pairs(files):
             source, target = " ".join(source.split()), " ".join(target.split())
             if not target or target == source or not 2 <= len(source.split()) <= MAX_MESSAGE_WORDS:
                 continue
-            key = normalized(source)
-            if key not in pairs:
-                pairs[key] = (source, target)
-                kept += 1
-        counts[os.path.basename(path)] = kept
+            pairs.setdefault(normalized(source), (source, target))
     if not pairs:
         raise ToolkitError(f"{', '.join(files[:3])}: no translated messages of 2..{MAX_MESSAGE_WORDS} words")
-    return list(pairs.values()), counts
+    return list(pairs.values())
 
 
 def _catalogue_files(path):
@@ -218,6 +208,12 @@ def split_by_source(pairs):
         if not items:
             raise ToolkitError(f"{len(pairs)} sentence pairs are too few to split: the {name} split is empty")
     return splits
+
+
+def _split(pairs, source, languages=("source", "target")):
+    """TranslationData of [(source, target)] split by normalised source (split_by_source)."""
+    splits = split_by_source(pairs)
+    return TranslationData(*(_columns(splits[k]) for k in SPLITS), source, languages)
 
 
 def _columns(pairs):

@@ -56,9 +56,7 @@ def build(
     # from a zero state; its "pooled" is its state after the last real token.
     encoder_states = [t for t in encoder_model.inputs if t.name.startswith("state_")]
     # Named wrappers over the same layers: parts() finds them again in a loaded model.
-    encoder_spec = getattr(encoder_model, "toolkit_spec", None)
     encoder_model = keras.Model(encoder_model.input, encoder_model.output, name="encoder")
-    encoder_model.toolkit_spec = encoder_spec  # the same layers: a preset loads into it
     decoder_model = keras.Model(decoder_model.input, decoder_model.output, name="decoder")
 
     source = keras.Input((source_length,), dtype="int32", name="source_tokens")
