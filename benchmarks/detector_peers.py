@@ -21,6 +21,16 @@ from toolkit.metrics import detection as detection_metrics
 # the peers' own defaults (confidence 0.5 in KerasHub, 0.2 in KerasCV) would cut the low-score tail
 # that mAP integrates over.
 MAX_DETECTIONS, SCORE_THRESHOLD, IOU_THRESHOLD = 100, 0.05, 0.5
+BOX_FORMAT = "xyxy"  # our data's format; both peers convert to their anchors' or grid's internally
+
+
+def nms(layers, from_logits):
+    """The NonMaxSuppression layer of `layers` (keras_hub.layers or keras_cv.layers: the same layer and
+    arguments) with our settings. from_logits: whether the peer's class scores arrive as logits."""
+    return layers.NonMaxSuppression(
+        bounding_box_format=BOX_FORMAT, from_logits=from_logits, iou_threshold=IOU_THRESHOLD,
+        confidence_threshold=SCORE_THRESHOLD, max_detections=MAX_DETECTIONS,
+    )  # fmt: skip
 
 
 def training_data(args):

@@ -51,17 +51,15 @@ import numpy as np
 
 from benchmarks.budget import BatchTimes
 from benchmarks.detector_peers import (
-    IOU_THRESHOLD,
-    MAX_DETECTIONS,
-    SCORE_THRESHOLD,
+    BOX_FORMAT,
     inference_function,
     keras_latency_ms,
     litert_attempt,
+    nms,
     score,
 )
 from toolkit import backbones, tasks
 
-BOX_FORMAT = "xyxy"  # our data's format; KerasHub converts to its anchors' format internally
 MIN_LEVEL, MAX_LEVEL, ANCHOR_SIZE = 3, 5, 2.0
 
 
@@ -110,10 +108,7 @@ def build_retinanet(backbone_name="resnet", image_shape=(128, 128, 1), num_class
         image_size=image_shape[:2], scale=None, offset=None, bounding_box_format=BOX_FORMAT
     )
     preprocessor = keras_hub.models.RetinaNetObjectDetectorPreprocessor(image_converter=converter)
-    decoder = keras_hub.layers.NonMaxSuppression(
-        bounding_box_format=BOX_FORMAT, from_logits=True, iou_threshold=IOU_THRESHOLD,
-        confidence_threshold=SCORE_THRESHOLD, max_detections=MAX_DETECTIONS,
-    )  # fmt: skip
+    decoder = nms(keras_hub.layers, from_logits=True)
     return keras_hub.models.RetinaNetObjectDetector(
         backbone=backbone, num_classes=num_classes, bounding_box_format=BOX_FORMAT,
         anchor_generator=anchor_generator, preprocessor=preprocessor,

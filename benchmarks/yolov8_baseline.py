@@ -34,10 +34,9 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 import keras
 
-from benchmarks.detector_peers import IOU_THRESHOLD, MAX_DETECTIONS, SCORE_THRESHOLD
+from benchmarks.detector_peers import BOX_FORMAT, nms
 from toolkit import backbones, tasks
 
-BOX_FORMAT = "xyxy"  # our data's format
 LEVELS = ("P3", "P4", "P5")
 FPN_DEPTH = 1
 
@@ -70,13 +69,10 @@ def build_yolov8(backbone_name="resnet", image_shape=(128, 128, 1), num_classes=
                  **backbone_options):  # fmt: skip
     """KerasCV's YOLOV8Detector on our backbone (nothing downloaded), with our NMS thresholds."""
     kcv = keras_cv()
-    decoder = kcv.layers.NonMaxSuppression(
-        bounding_box_format=BOX_FORMAT, from_logits=False, iou_threshold=IOU_THRESHOLD,
-        confidence_threshold=SCORE_THRESHOLD, max_detections=MAX_DETECTIONS,
-    )  # fmt: skip
     return kcv.models.YOLOV8Detector(
         num_classes=num_classes, bounding_box_format=BOX_FORMAT, fpn_depth=fpn_depth,
-        backbone=yolo_backbone(backbone_name, image_shape, **backbone_options), prediction_decoder=decoder,
+        backbone=yolo_backbone(backbone_name, image_shape, **backbone_options),
+        prediction_decoder=nms(kcv.layers, from_logits=False),
     )  # fmt: skip
 
 
