@@ -29,8 +29,11 @@ from toolkit.tasks import registry, translation
 OPTIONS = dict(embedding_dim=256, intermediate_dim=1024, num_heads=8, depth=2, dropout=0.1)  # keras.io's, 2 blocks
 
 
-def build(source_length, target_length, source_vocabulary_size, target_vocabulary_size, embedding_dim=256,
-          intermediate_dim=1024, num_heads=8, depth=2, dropout=0.1):  # fmt: skip
+def build(source_length, target_length, source_vocabulary_size, target_vocabulary_size, **options):
+    """{"source_tokens", "target_tokens"} -> next-token logits; OPTIONS unless `options` say otherwise."""
+    o = {**OPTIONS, **options}
+    embedding_dim, intermediate_dim, num_heads, depth, dropout = (
+        o["embedding_dim"], o["intermediate_dim"], o["num_heads"], o["depth"], o["dropout"])  # fmt: skip
     source = keras.Input((source_length,), dtype="int32", name="source_tokens")
     target = keras.Input((target_length,), dtype="int32", name="target_tokens")
     x = keras_hub.layers.TokenAndPositionEmbedding(source_vocabulary_size, source_length, embedding_dim,

@@ -11,6 +11,7 @@ test BLEU / chrF / exact match per format, training time, the share of test sent
 greedy tokens equal the Keras ones, per-token decode latency. Writes its section of RESULTS.md.
 """
 
+import argparse
 import os
 import platform
 import shlex
@@ -27,8 +28,6 @@ from toolkit.export.report import format_table  # noqa: E402
 
 def main(argv):
     command = shlex.join(["python", "benchmarks/translation.py", *argv])
-    import argparse
-
     parser = argparse.ArgumentParser(add_help=False)
     parser.add_argument("--reuse", action="store_true", help="take saved runs and peer figures instead of training")
     parser.add_argument("--peer-learning-rate", type=float, default=PEER_LEARNING_RATE)
@@ -124,15 +123,18 @@ def against_transformer(argv, args, command, own):
     from benchmarks import transformer_translation as peer
     from benchmarks.results import run_or_reuse
     from toolkit.backbones import presets
+    from toolkit.data import tokenizer
     from toolkit.data import translation as pairs
+    from toolkit.runs import TARGET_VOCABULARY_FILE
 
     report = run_or_reuse(args.name, own.reuse, lambda: recipe.main(argv))
-    data = pairs.load(args.data, args.data_dir, args.seed)
-    saved = os.path.join(args.output, args.name, "transformer_peer.json")
+    folder = os.path.join(args.output, args.name)
+    saved = os.path.join(folder, "transformer_peer.json")
     if own.reuse and os.path.exists(saved):
         result = json.load(open(saved))
-    else:
-        vocabularies = pairs.vocabularies(data, args.vocabulary_size, args.vocabulary_size)
+    else:  # the peer reads the same pairs through our run's own vocabularies
+        data = pairs.load(args.data, args.data_dir, args.seed)
+        vocabularies = tokenizer.load_vocabulary(folder), tokenizer.load_vocabulary(folder, TARGET_VOCABULARY_FILE)
         result = peer.run(args, data, report["train_seconds"], *vocabularies, learning_rate=own.peer_learning_rate)
         with open(saved, "w") as f:
             json.dump(result, f, indent=1)
