@@ -36,6 +36,7 @@ F, O = "{files}", "{out}"
 CLS = ("run", "classification", "--output", O, "--epochs", "1")
 SENT = ("run", "sentiment", "--output", O, "--epochs", "1")
 NODE = ("run", "node_classification", "--output", O, "--epochs", "1")
+TRANS = ("run", "translation", "--output", O, "--epochs", "1")
 
 # Images
 cli("truncated image", [*CLS, "--data", f"folder:{F}/truncated"], "cut.png", "not a readable image")
@@ -83,6 +84,15 @@ cli("label not in class names", [*SENT, "--data", f"csv:{F}/good.csv", "--class-
 cli("malformed JSONL", [*SENT, "--data", f"jsonl:{F}/broken.jsonl"], "broken.jsonl line 2", "not JSON")
 cli("text file without rows", [*SENT, "--data", f"csv:{F}/header_only.csv"], "header_only.csv: no rows")
 cli("text labels of one class", [*SENT, "--data", f"csv:{F}/one_label.csv"], "at least 2 classes")
+cli("gettext catalogue babel cannot read", [*TRANS, "--data", f"gettext:{F}/broken.mo"], "broken.mo",
+    "not a readable gettext catalogue")  # fmt: skip
+cli("missing gettext catalogue", [*TRANS, "--data", f"gettext:{F}/missing.mo"], "missing.mo: no such file")
+cli("gettext source that is not a catalogue", [*TRANS, "--data", f"gettext:{F}/a_file"], "a_file",
+    "expected a gettext catalogue (.mo or .po)")  # fmt: skip
+cli("folder without gettext catalogues", [*TRANS, "--data", f"gettext:{F}/no_images/a"], "no_images/a",
+    "no .mo or .po gettext catalogues")  # fmt: skip
+cli("gettext catalogue without usable messages", [*TRANS, "--data", f"gettext:{F}/one_word.po"], "one_word.po",
+    "no translated messages of 2..20 words")  # fmt: skip
 api("export_model with an unknown task", lambda: _export(task="detector"), "unknown task 'detector'", "detection")
 api("export_model with a decoder", lambda: _export(task="translation"), "translation is a decoder", "toolkit run")
 api("export_model with test not (inputs, labels)", lambda: _export(test=np.zeros((4, 8))), "test must be (inputs")
@@ -312,6 +322,8 @@ def files(tmp_path_factory):
     _write(f"{f}/broken.jsonl", '{"text": "fine", "label": "good"}\n{"text": "oops", "label": \n')
     _write(f"{f}/header_only.csv", "text,label\n")
     _write(f"{f}/one_label.csv", "text,label\na,good\nb,good\nc,good\n")
+    _write(f"{f}/broken.mo", b"\xde\x12\x04\x95 not a catalogue")
+    _write(f"{f}/one_word.po", 'msgid ""\nmsgstr ""\n\nmsgid "Open"\nmsgstr "Ouvrir"\n')
     _write(f"{f}/labels.csv", "node,label\nx,0\ny,1\nw,1\n")
     _write(f"{f}/edges.csv", "source,target\nx,y\ny,w\n")
     _write(f"{f}/edges_unknown.csv", "source,target\nx,y\ny,z\n")
