@@ -29,7 +29,7 @@ def litert_engine(path, threads=2):
     runtime = litert.LiteRTModel(path, threads=threads)
     specs = {k: (tuple(int(d) for d in v["shape"][1:]), np.dtype(v["dtype"]))
              for k, v in runtime.runner.get_input_details().items()}  # fmt: skip
-    engine = decoding.Engine(runtime, specs, path)
+    engine = decoding.Engine(runtime.outputs, specs, path)
     engine.runtime = runtime
     return engine
 

@@ -285,7 +285,15 @@ class LiteRTModel:
         self.output_names = sorted(self.runner.get_output_details())
 
     def __call__(self, inputs):
-        """One array for a one-input model, or a dict by input name (e.g. tokens and state_0)."""
+        """One array for a one-input model, or a dict by input name (e.g. tokens and state_0); one array
+        back from a one-output model, else a dict by output name."""
+        outputs = self.outputs(inputs)
+        if len(outputs) == 1:
+            return next(iter(outputs.values()))
+        return outputs
+
+    def outputs(self, inputs):
+        """As __call__, but always {output name: array} (a decoder part's outputs feed the loop by name)."""
         if not isinstance(inputs, dict):
             if len(self.input_dtypes) != 1:
                 raise ToolkitError(f"{self.path} takes several inputs: pass a dict of {sorted(self.input_dtypes)}")
@@ -294,11 +302,8 @@ class LiteRTModel:
             raise ToolkitError(f"{self.path} takes inputs {sorted(self.input_dtypes)}, got {sorted(inputs)}")
         names = _match_names(inputs, self.input_dtypes)
         outputs = self.runner(**{names[k]: self._to_input(names[k], v) for k, v in inputs.items()})
-        outputs = {k: _dequantize(v, *self.output_quantization[k]) if k in self.output_quantization else v
-                   for k, v in outputs.items()}  # fmt: skip
-        if len(outputs) == 1:
-            return next(iter(outputs.values()))
-        return outputs
+        return {k: _dequantize(v, *self.output_quantization[k]) if k in self.output_quantization else v
+                for k, v in outputs.items()}  # fmt: skip
 
     def _to_input(self, name, value):
         dtype = self.input_dtypes[name]

@@ -1,4 +1,4 @@
-"""Translation: an encoder-decoder with Luong attention on the shared text backbones.
+"""Translation: an encoder-decoder on the shared text backbones, with one of two decoders.
 
     source ids (B, S) -> encoder backbone (`birnn`, `transformer`, or a causal one such as a text
                          preset's `causal_rnn`, from a zero state) -> memory (B, S, M)
@@ -11,6 +11,16 @@ comes after the recurrence (Luong), so the decoder backbone is used unchanged an
 is the same graph at target length 1: `parts(model)` gives the encoder and the decoder step, with
 the recurrent state and the encoder's memory as explicit inputs and the new state, the logits and
 the attention context as outputs. These are what LiteRT runs; `translate` is the decoding loop.
+
+With decoder="transformer" the decoder is a Transformer instead (`heads.sequence.TransformerDecoderHead`,
+KerasHub blocks: causal self-attention, cross-attention to the memory, feed-forward):
+
+    target ids (B, T) + memory (B, S, M) + source mask -> TransformerDecoderHead -> dropout -> logits
+
+and its parts are the encoder (source ids -> memory -> each block's cross-attention keys and values,
+once per source) and a cached step (one token, its position and each block's self-attention cache
+in; logits and the cache with the token's keys and values written at that position out), the same
+loop and engines as the recurrent decoder: the cache and the position are its state.
 """
 
 import keras
@@ -20,7 +30,7 @@ from toolkit import backbones
 from toolkit.backbones.text.layers import PaddingMask
 from toolkit.data import tokenizer
 from toolkit.errors import ToolkitError
-from toolkit.heads.sequence import LuongAttention, ZeroState, attentional_logits
+from toolkit.heads.sequence import LuongAttention, TransformerDecoderHead, ZeroState, attentional_logits
 from toolkit.metrics import translation as translation_metrics
 import toolkit.tasks.decoding as decoding
 import toolkit.tasks.registry as registry
@@ -30,6 +40,7 @@ LITERT_FORMATS = ("tflite_fp32", "tflite_dynamic")
 PARTS = ("encoder", "decoder_step")
 STEP_PART = "decoder_step"  # run once per output token
 START, END = tokenizer.START_ID, tokenizer.END_ID  # the target vocabulary's sequence tokens (the tokenizer owns them)
+TRANSFORMER = "transformer"  # the decoder that is a Transformer head, not a causal backbone
 
 
 def build(
@@ -42,30 +53,26 @@ def build(
     encoder_options=None,
     decoder_options=None,
 ):
-    """{"source_tokens": (B, S), "target_tokens": (B, T)} -> next-token logits (B, T, V)."""
-    for name in (encoder, decoder):
-        backbones.require_kind(name, "text")
+    """{"source_tokens": (B, S), "target_tokens": (B, T)} -> next-token logits (B, T, V).
+    decoder: a causal text backbone (causal_rnn) under Luong attention, or "transformer" (a Transformer
+    decoder head; decoder_options are the `transformer` backbone's: embedding_dim, intermediate_dim,
+    num_heads, depth, dropout)."""
+    backbones.require_kind(encoder, "text")
     encoder_model = backbones.get(encoder, (source_length,), vocabulary_size=source_vocabulary_size,
                                   **(encoder_options or {}))  # fmt: skip
+    if decoder == TRANSFORMER:
+        return _transformer_translator(encoder_model, source_length, target_length, target_vocabulary_size,
+                                       decoder_options or {})  # fmt: skip
+    backbones.require_kind(decoder, "text")
     decoder_model = backbones.get(decoder, (target_length,), vocabulary_size=target_vocabulary_size,
                                   **(decoder_options or {}))  # fmt: skip
     state_inputs = [t for t in decoder_model.inputs if t.name.startswith("state_")]
     if not state_inputs:
         raise ToolkitError(f"decoder {decoder!r} has no recurrent state; use a causal backbone (causal_rnn)")
-    # A causal encoder (e.g. a `toolkit pretrain text` preset's causal_rnn) reads the source left to right
-    # from a zero state; its "pooled" is its state after the last real token.
-    encoder_states = [t for t in encoder_model.inputs if t.name.startswith("state_")]
     # Named wrappers over the same layers: parts() finds them again in a loaded model.
-    encoder_model = keras.Model(encoder_model.input, encoder_model.output, name="encoder")
     decoder_model = keras.Model(decoder_model.input, decoder_model.output, name="decoder")
 
-    source = keras.Input((source_length,), dtype="int32", name="source_tokens")
-    target = keras.Input((target_length,), dtype="int32", name="target_tokens")
-    if encoder_states:
-        zeros = {t.name: ZeroState(t.shape[-1], name=f"encoder_zero_{t.name}")(source) for t in encoder_states}
-        encoded = encoder_model({"tokens": source, **zeros})
-    else:
-        encoded = encoder_model(source)
+    source, target, encoded = _encode(encoder_model, source_length, target_length)
     memory = keras.layers.Identity(name="memory")(encoded["sequence"])
     width = decoder_model.output["sequence"].shape[-1]
     keys = keras.layers.Dense(width, use_bias=False, name="attention_keys")(memory)
@@ -75,6 +82,31 @@ def build(
     source_mask = PaddingMask(name="source_mask")(source)
     context = LuongAttention(name="attention")([decoded["sequence"], keys, memory, source_mask])
     logits = attentional_logits(decoded["sequence"], context, width, target_vocabulary_size)
+    return keras.Model({"source_tokens": source, "target_tokens": target}, logits, name="translator")
+
+
+def _encode(encoder_model, source_length, target_length):
+    """(source input, target input, the encoder's outputs) with the encoder wrapped as layer "encoder".
+    A causal encoder (e.g. a `toolkit pretrain text` preset's causal_rnn) reads the source left to
+    right from a zero state; its "pooled" is its state after the last real token."""
+    encoder_states = [t for t in encoder_model.inputs if t.name.startswith("state_")]
+    encoder_model = keras.Model(encoder_model.input, encoder_model.output, name="encoder")
+    source = keras.Input((source_length,), dtype="int32", name="source_tokens")
+    target = keras.Input((target_length,), dtype="int32", name="target_tokens")
+    if encoder_states:
+        zeros = {t.name: ZeroState(t.shape[-1], name=f"encoder_zero_{t.name}")(source) for t in encoder_states}
+        return source, target, encoder_model({"tokens": source, **zeros})
+    return source, target, encoder_model(source)
+
+
+def _transformer_translator(encoder_model, source_length, target_length, vocabulary_size, options):
+    source, target, encoded = _encode(encoder_model, source_length, target_length)
+    memory = keras.layers.Identity(name="memory")(encoded["sequence"])
+    source_mask = PaddingMask(name="source_mask")(source)
+    head = TransformerDecoderHead(vocabulary_size, target_length, name="decoder", **options)
+    x = head({"tokens": target, "memory": memory, "source_mask": source_mask})
+    x = keras.layers.Dropout(head.dropout, name="decoder_dropout")(x)
+    logits = keras.layers.Dense(vocabulary_size, name="logits")(x)
     return keras.Model({"source_tokens": source, "target_tokens": target}, logits, name="translator")
 
 
@@ -93,6 +125,8 @@ def parts(model):
     new states, attention context}: the trained model's own layers and weights."""
     source = next(t for t in model.inputs if t.name == "source_tokens")
     decoder = model.get_layer("decoder")
+    if isinstance(decoder, TransformerDecoderHead):
+        return _transformer_parts(model, source, decoder)
     names = decoding.state_names(decoder)
     memory, keys = model.get_layer("memory").output, model.get_layer("attention_keys").output
     initial = {name: model.get_layer(f"bridge_{name}").output for name in names}
@@ -119,6 +153,36 @@ def parts(model):
     return {"encoder": encoder, "decoder_step": keras.Model(inputs, outputs, name="decoder_step")}
 
 
+def _transformer_parts(model, source, head):
+    """{"encoder": source ids -> each block's cross-attention cache; "decoder_step": token, position and
+    self-attention caches -> logits and the updated caches}, on copies of the trained head (one mode each)."""
+    memory = model.get_layer("memory").output
+    cross = head.copy(memory.shape)({"memory": memory})
+    encoder = keras.Model({"source_tokens": source}, cross, name="encoder")
+
+    caches = [f"state_cache_{i}" for i in range(head.depth)]
+    inputs = {
+        "tokens": keras.Input((1,), dtype="int32", name="tokens"),
+        "state_index": keras.Input((1,), dtype="int32", name="state_index"),
+        **{name: keras.Input(head.cache_shape(), name=name) for name in caches},
+        **{name: keras.Input(tuple(t.shape[1:]), name=name) for name, t in cross.items()},
+        "source_tokens": keras.Input(tuple(source.shape[1:]), dtype="int32", name="source_tokens"),
+    }
+    out = head.copy(memory.shape)({
+        "tokens": inputs["tokens"], "index": inputs["state_index"],
+        "source_mask": PaddingMask(name="source_mask")(inputs["source_tokens"]),
+        **{f"self_cache_{i}": inputs[name] for i, name in enumerate(caches)},
+        **{name: inputs[name] for name in cross},
+    })  # fmt: skip
+    logits = model.get_layer("logits")(out["sequence"])
+    outputs = {
+        "logits": keras.ops.squeeze(logits, 1),
+        "state_index": keras.ops.add(inputs["state_index"], 1),
+        **{name: out[f"self_cache_{i}"] for i, name in enumerate(caches)},
+    }
+    return {"encoder": encoder, "decoder_step": keras.Model(inputs, outputs, name="decoder_step")}
+
+
 def translate(engines, source_tokens, max_length, batch_size=256, sampler=None):
     """Token ids (N, max_length) for source ids (N, S): the greedy reference loop, or a KerasHub
     sampler (e.g. beam search) on the same engines; the encoder runs once per batch."""
@@ -126,10 +190,12 @@ def translate(engines, source_tokens, max_length, batch_size=256, sampler=None):
     outputs = []
     for i in range(0, len(source_tokens), batch_size):
         source = np.asarray(source_tokens[i : i + batch_size], np.int32)
-        encoded = encoder({"source_tokens": source})
+        encoded = {**encoder({"source_tokens": source}), "source_tokens": source}
+        # The state the encoder does not give (a Transformer's caches and position) starts at zero.
         names = [k for k in step.specs if k.startswith("state_")]
-        state = {k: encoded[k] for k in names}
-        constants = {"memory": encoded["memory"], "keys": encoded["keys"], "source_tokens": source}
+        state = {**step.zeros([k for k in names if k not in encoded], len(source)),
+                 **{k: encoded[k] for k in names if k in encoded}}  # fmt: skip
+        constants = {k: encoded[k] for k in step.specs if k != "tokens" and k not in names}
         start = np.full((len(source), 1), START, np.int32)
         if sampler is None:
             outputs.append(decoding.greedy(step, state, start[:, 0], max_length, constants, stop_id=END))
