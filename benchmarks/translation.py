@@ -2,8 +2,8 @@
 harder gettext corpus, our model against a KerasHub Transformer on the same data and budget.
 
     python benchmarks/translation.py [extra recipe flags]
-    python benchmarks/translation.py --data gettext_fr --source-length 32 --target-length 40 \
-        --vocabulary-size 4000 [--reuse] [--peer-learning-rate 1e-3] [--from-preset PATH] [extra recipe flags]
+    python benchmarks/translation.py --data gettext_fr [--reuse] [--peer-learning-rate 1e-3] \
+        [--baseline RUN]... [--from-preset PATH] [extra recipe flags]
 
 Runs the default recipe (English -> French numbers and dates from num2words and babel, split by
 value; bidirectional GRU encoder, causal GRU decoder, Luong attention), reads its report.json:
@@ -32,6 +32,8 @@ def main(argv):
     parser.add_argument("--reuse", action="store_true", help="take saved runs and peer figures instead of training")
     parser.add_argument("--peer-learning-rate", type=float, default=PEER_LEARNING_RATE)
     parser.add_argument("--from-preset", default=None, help="a text preset: our causal encoder from it vs scratch")
+    parser.add_argument("--baseline", action="append", default=[], metavar="RUN",
+                        help="a saved run of ours (saved_models/RUN) shown as a row of the same table")
     own, argv = parser.parse_known_args(argv)
     args = recipe.parse_args(argv)
     if args.data != "numbers_fr":
@@ -121,7 +123,7 @@ def against_transformer(argv, args, command, own):
     import json
 
     from benchmarks import transformer_translation as peer
-    from benchmarks.results import run_or_reuse
+    from benchmarks.results import load_report, run_or_reuse
     from toolkit.backbones import presets
     from toolkit.data import tokenizer
     from toolkit.data import translation as pairs
@@ -142,13 +144,25 @@ def against_transformer(argv, args, command, own):
     def ours(report, label):
         m, formats = report["formats"]["keras"], report["formats"]
         fp32, dynamic = formats["tflite_fp32"], formats.get("tflite_dynamic", {})
-        return (f"{label}: `{report['backbone']}` encoder + `{report['decoder']}` decoder, Luong attention",
+        decoder = "Transformer decoder" if report["decoder"] == "transformer" else (
+            f"`{report['decoder']}` decoder, Luong attention")  # fmt: skip
+        words = shlex.split(report["command"])
+        rate = report.get("learning_rate") or (words[words.index("--learning-rate") + 1]
+                                               if "--learning-rate" in words else "the recipe's")  # fmt: skip
+        return (f"{label}: `{report['backbone']}` encoder + {decoder}, lr {rate}",
                 report["params"], f"{report['train_seconds']:.0f} s ({report['epochs_run']} epochs)",
                 m, f"fp32 {fp32['bleu']:.2f}, dynamic {dynamic.get('bleu', float('nan')):.2f}; fp32 greedy tokens "
                 f"identical to Keras on {fp32['identical_to_keras']:.4f} of the test split")  # fmt: skip
 
+    baselines = []
+    for name in own.baseline:
+        found = load_report(name)
+        if found is None:
+            raise SystemExit(f"--baseline {name}: no saved run {os.path.join(args.output, name)}/report.json")
+        baselines.append(ours(found, f"ours ({name})"))
     rows = [
-        ours(report, f"ours, lr {args.learning_rate:g}"),
+        ours(report, "ours"),
+        *baselines,
         (f"KerasHub Transformer {result['options']['depth']}+{result['options']['depth']} blocks, "
          f"d={result['options']['embedding_dim']}, lr {result['learning_rate']:g}", result["params"],
          f"{result['train_seconds']:.0f} s ({result['epochs_seen']:.1f} epochs)", result, "not exported (peer)"),
@@ -166,6 +180,7 @@ def against_transformer(argv, args, command, own):
             transfer.append(found)
             rows.append(ours(found, f"causal encoder from {'the text preset' if label == 'preset' else 'scratch'}"))
     better = "ours" if report["formats"]["keras"]["bleu"] >= result["bleu"] else "the KerasHub Transformer"
+    decoders = "Transformer decoder" if report["decoder"] == "transformer" else "attention GRU"
     sizes = report["split_sizes"]
     body = [
         f"## Translation on a real corpus (issue 18, item 5): English -> French UI messages ({args.data})",
@@ -185,7 +200,7 @@ def against_transformer(argv, args, command, own):
         *[f"| {name} | {params:,} | {train} | {m['bleu']:.2f} | {m['chrf']:.2f} | {m['exact_match']:.4f} | {lite} |"
           for name, params, train, m, lite in rows],
         "",
-        f"The better of ours and the peer on this corpus: {better}.",
+        f"The better of ours (the {decoders}) and the peer on this corpus: {better}.",
     ]  # fmt: skip
     if transfer:
         body += ["", f"Transfer: the encoder is `{transfer[1]['backbone']}` with the preset's options in both runs; "
