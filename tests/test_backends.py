@@ -100,6 +100,33 @@ def test_every_text_backbone_builds_fits_and_predicts(backend):
         margin(f"{name} loss last/first epoch", ratio, 0.95, trivial=1.0, higher=False)
 
 
+ATTENTION_WINDOW_STEP = """
+import numpy as np, keras
+from toolkit.tasks import decoding, language_model
+assert keras.backend.backend() == {backend!r}, keras.backend.backend()
+keras.utils.set_random_seed({seed})
+model = language_model.build("causal_rnn", 12, 40, 0.0, width=16, embedding_dim=16, tied_output=True,
+                             pointer_window=5)
+rows = np.random.default_rng(0).integers(1, 40, (4, 13)).astype("int32")
+language_model.compile(model, 1e-2, 4)
+model.fit(rows[:, :-1], rows[:, 1:], epochs=2, verbose=0)
+logits = np.asarray(model.predict(rows[:, :-1], verbose=0), np.float64)
+expected = np.take_along_axis(logits - np.log(np.exp(logits).sum(-1, keepdims=True)), rows[:, 1:, None], -1)[..., 0]
+log_p, _ = language_model.read_along(decoding.keras_engine(language_model.parts(model)["step"]), rows)
+print("max diff", float(np.abs(log_p - expected).max()))
+"""
+
+
+@pytest.mark.cross_backend
+@pytest.mark.parametrize("backend", ["jax", "torch"])
+def test_the_pointer_window_step_matches_teacher_forcing_on(backend):
+    """causal_rnn's attention window (state that slides from step to step) trains and steps alike
+    on jax and torch."""
+    out = run_python(ATTENTION_WINDOW_STEP.format(backend=backend, seed=SEED), backend=backend)
+    diff = float(out.split("max diff")[-1].split()[0])
+    assert diff < 1e-4, out
+
+
 @pytest.mark.cross_backend
 @pytest.mark.learned
 def test_sentiment_recipe_trains_and_exports_from_jax(tmp_path):

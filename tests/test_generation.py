@@ -61,7 +61,71 @@ def test_neural_cache_recalls_the_token_that_followed_a_similar_state():
     assert setting["cache_lambda"] == max(language_model.CACHE_LAMBDAS)  # the cache is right: trust it most
 
 
-def test_the_tied_output_step_exports_and_litert_decodes_like_keras(tmp_path):
+def test_the_pointer_window_slides_in_the_step_exactly_as_in_the_teacher_forced_pass():
+    """causal_rnn's pointer_window: driving the one-token step (the window's keys and tokens carried
+    as state) gives the teacher-forced log-probabilities, also past the window's
+    length and across padding, and leaves the same window behind."""
+    import keras
+
+    from toolkit.tasks import decoding, language_model
+
+    keras.utils.set_random_seed(SEED)
+    model = language_model.build("causal_rnn", 12, 50, 0.0, width=16, embedding_dim=16, tied_output=True,
+                                 pointer_window=5)  # fmt: skip
+    rows = np.random.default_rng(SEED).integers(1, 50, (3, 13)).astype(np.int32)
+    rows[2, 9:] = 0  # padding at the end of a stream
+    logits = model.predict(rows[:, :-1], verbose=0).astype(np.float64)
+    expected = np.take_along_axis(logits - np.log(np.exp(logits).sum(-1, keepdims=True)), rows[:, 1:, None], -1)[..., 0]
+    step = decoding.keras_engine(language_model.parts(model)[language_model.STEP_PART])
+    assert step.specs["state_memory_keys"][0] == (5, 16) and step.specs["state_memory_tokens"][0] == (5,)
+    log_p, hidden = language_model.read_along(step, rows, hidden=True)
+    real = rows[:, 1:] > 0
+    assert np.abs(log_p - expected)[real].max() < 1e-4
+    assert hidden.shape == (3, 12, 16)  # the neural cache still reads the recurrent state, not the window
+    decoder = model.get_layer("decoder")
+    zeros = step.zeros([k for k in step.specs if k.startswith("state_")], 3)
+    after = decoder.predict({"tokens": rows[:, :-1], **zeros}, verbose=0)
+    state = zeros
+    for t in range(12):
+        state = {k: v for k, v in step({"tokens": rows[:, t : t + 1], **state}).items() if k in state}
+    for name in ("state_memory_keys", "state_memory_tokens"):
+        np.testing.assert_allclose(state[name], after[name], atol=1e-5, err_msg=name)
+    assert after["state_memory_tokens"][2].tolist() == [*rows[2, 7:9], 0, 0, 0]  # 7, 8 real; 9-11 padding
+
+
+def _copy_task_nll(pointer_window, seed, epochs=20):
+    """Mean NLL of the copied half of [8 random tokens, the same 8 again] sequences, for a tiny tied
+    causal_rnn with or without a pointer window, after a short training."""
+    import keras
+
+    from toolkit.tasks import language_model
+
+    keras.utils.set_random_seed(seed)
+    rng = np.random.default_rng(seed)
+    first = rng.integers(1, 31, (1536, 8))
+    rows = np.concatenate([first, first, first[:, :1]], axis=1).astype(np.int32)  # 17 tokens: 16 in, 16 targets
+    options = {"pointer_window": pointer_window} if pointer_window else {}
+    model = language_model.build("causal_rnn", 16, 32, 0.0, width=32, embedding_dim=32, tied_output=True, **options)
+    language_model.compile(model, 1e-2, epochs * 1280 // 64)
+    model.fit(rows[:1280, :-1], rows[:1280, 1:], batch_size=64, epochs=epochs, verbose=0)
+    logits = model.predict(rows[1280:, :-1], verbose=0).astype(np.float64)
+    top = logits.max(-1, keepdims=True)
+    log_p = logits - top - np.log(np.exp(logits - top).sum(-1, keepdims=True))
+    picked = np.take_along_axis(log_p, rows[1280:, 1:, None], -1)[..., 0]
+    return float(-picked[:, 8:15].mean())  # targets 9..15: the second half's tokens after its first
+
+
+@pytest.mark.learned
+def test_the_pointer_window_learns_to_copy_what_a_small_recurrent_state_forgets():
+    """A recurrent state of 32 cannot hold 8 random tokens of 30; the pointer window reads which
+    token followed the same context before, so the repeated half becomes predictable."""
+    without, with_window = _copy_task_nll(0, SEED), _copy_task_nll(12, SEED)
+    # uniform over the 30 tokens: ln 30 = 3.4 nats
+    margin("copied-half NLL with the window / without", with_window / without, 0.5, trivial=1.0, higher=False)
+
+
+@pytest.mark.parametrize("window", [0, 4], ids=["recurrent", "pointer_window"])
+def test_the_tied_output_step_exports_and_litert_decodes_like_keras(tmp_path, window):
     """The recipe's default output layer (the logits through the embedding matrix, `tied_output`) in
     the exported step: LiteRT continues prompts with Keras' tokens and scores the same perplexity.
     (The recipe test below keeps the untied head its learning bar was audited on; what tying buys is
@@ -72,7 +136,8 @@ def test_the_tied_output_step_exports_and_litert_decodes_like_keras(tmp_path):
     from toolkit.tasks import language_model
 
     keras.utils.set_random_seed(SEED)
-    model = language_model.build("causal_rnn", 8, 40, 0.3, width=16, embedding_dim=16, tied_output=True)
+    options = {"pointer_window": window} if window else {}
+    model = language_model.build("causal_rnn", 8, 40, 0.3, width=16, embedding_dim=16, tied_output=True, **options)
     assert "logits" in model.get_layer("decoder").output  # the backbone's own, through its embedding
     language_model.compile(model, 1e-2, 8)
     rng = np.random.default_rng(SEED)

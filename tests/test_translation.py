@@ -296,6 +296,8 @@ def test_catalogue_data_defaults_to_the_transformer_and_flags_still_win():
 def test_bad_translation_options_are_named(tmp_path):
     _fails_with(cli_fails("run", "translation", "--decoder", "birnn"), "no recurrent state", "causal")
     _fails_with(cli_fails("run", "translation", "--decoder", "transformer", "--decoder-option", "width=8"), "width")
+    pointer = ["--decoder-option", "tied_output=True", "--decoder-option", "pointer_window=8"]
+    _fails_with(cli_fails("run", "translation", *pointer), "pointer_window", "language models")
     _fails_with(cli_fails("run", "translation", "--data", f"tsv:{tmp_path / 'none.tsv'}"), "no such file")
     _fails_with(cli_fails("run", "translation", "--data", "numbers_de"), "unknown translation data source")
     _fails_with(cli_fails("translate", "one", "--run", str(tmp_path)), "encoder_fp32.tflite not found")

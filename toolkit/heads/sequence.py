@@ -46,20 +46,31 @@ def attentional_logits(decoder_sequence, context, width, vocabulary_size):
 
 @keras.saving.register_keras_serializable(package="toolkit")
 class ZeroState(keras.layers.Layer):
-    """token ids (B, T) -> a zero recurrent state (B, width): a language model starts from nothing."""
+    """token ids (B, T) -> a zero recurrent state (B, width), or (B, *width) for a state of several
+    axes (a pointer window's keys): a language model starts from nothing."""
 
-    def __init__(self, width, **kwargs):
+    def __init__(self, width, state_dtype=None, **kwargs):
         super().__init__(**kwargs)
-        self.width = width
+        self.width, self.state_dtype = width, state_dtype  # state_dtype: e.g. int32 for a window of token ids
+        self._shape = tuple(width) if isinstance(width, (list, tuple)) else (width,)
 
     def call(self, tokens):
-        return ops.zeros((ops.shape(tokens)[0], self.width), dtype=self.compute_dtype)
+        return ops.zeros((ops.shape(tokens)[0], *self._shape), dtype=self.state_dtype or self.compute_dtype)
 
-    def compute_output_shape(self, input_shape):
-        return (input_shape[0], self.width)
+    def compute_output_spec(self, tokens):
+        return keras.KerasTensor((tokens.shape[0], *self._shape), dtype=self.state_dtype or self.compute_dtype)
 
     def get_config(self):
-        return {**super().get_config(), "width": self.width}
+        return {**super().get_config(), "width": self.width, "state_dtype": self.state_dtype}
+
+
+def zero_states(state_inputs, tokens, prefix="zero_"):
+    """{name: a zero state for each of a causal backbone's state inputs}, batched like `tokens`: a
+    language model, a classifier or an encoder reading from nothing. Integer states (a pointer
+    window's token ids) stay integers."""
+    return {t.name: ZeroState(list(t.shape[1:]), "int32" if "int" in str(t.dtype) else None,
+                              name=f"{prefix}{t.name}")(tokens)
+            for t in state_inputs}  # fmt: skip
 
 
 @keras.saving.register_keras_serializable(package="toolkit")

@@ -13,7 +13,7 @@ import numpy as np
 
 from toolkit import backbones
 from toolkit.errors import ToolkitError
-from toolkit.heads.sequence import ZeroState
+from toolkit.heads.sequence import zero_states
 from toolkit.metrics import language_model as lm_metrics
 import toolkit.tasks.decoding as decoding
 import toolkit.tasks.registry as registry
@@ -40,7 +40,7 @@ def build(backbone="causal_rnn", sequence_length=64, vocabulary_size=2000, head_
     decoder = keras.Model(feature_model.input, feature_model.output, name="decoder")
     decoder.toolkit_spec = feature_model.toolkit_spec  # the same layers: its preset is the backbone's
     tokens = keras.Input((sequence_length,), dtype="int32", name="tokens")
-    states = {t.name: ZeroState(t.shape[-1], name=f"zero_{t.name}")(tokens) for t in state_inputs}
+    states = zero_states(state_inputs, tokens)
     out = decoder({"tokens": tokens, **states})
     if "logits" in out:  # tied to the embedding, inside the backbone
         return keras.Model(tokens, keras.layers.Identity(name="logits")(out["logits"]), name="language_model")
@@ -62,7 +62,8 @@ def parts(model):
     decoder = decoding.at_length(model.get_layer("decoder"), 1)
     names = decoding.state_names(decoder)
     inputs = {"tokens": keras.Input((1,), dtype="int32", name="tokens")}
-    inputs.update({t.name: keras.Input(tuple(t.shape[1:]), name=t.name) for t in decoder.inputs if t.name in names})
+    inputs.update({t.name: keras.Input(tuple(t.shape[1:]), dtype=t.dtype, name=t.name)
+                   for t in decoder.inputs if t.name in names})  # fmt: skip
     out = decoder(inputs)
     logits = out["logits"] if "logits" in out else model.get_layer("logits")(out["sequence"])
     outputs = {"logits": keras.ops.squeeze(logits, 1)}
@@ -83,7 +84,8 @@ def read_along(step, rows, hidden=False):
     (N, L), and with hidden=True the last layer's state after each token (N, L, D), else None)."""
     rows = np.asarray(rows, np.int32)
     names = [k for k in step.specs if k.startswith("state_")]
-    last = [k for k in names if not k.endswith("_c")][-1]  # the last layer's h (an LSTM's c is memory)
+    # the last layer's h: not an LSTM's c, not a pointer window's keys or tokens
+    last = [k for k in names if not k.endswith("_c") and not k.startswith("state_memory")][-1]
     state = step.zeros(names, len(rows))
     picked, states = [], []
     for t in range(rows.shape[1] - 1):

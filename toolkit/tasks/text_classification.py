@@ -12,7 +12,7 @@ import numpy as np
 from toolkit import backbones
 from toolkit.errors import ToolkitError
 from toolkit.heads.classification import probabilities_head, wide_and_deep_head
-from toolkit.heads.sequence import ZeroState
+from toolkit.heads.sequence import zero_states
 import toolkit.tasks.classification as classification
 from toolkit.tasks.classification import confusion_matrix  # noqa: F401  (shared with images)
 import toolkit.tasks.registry as registry
@@ -37,7 +37,7 @@ def build(
     if state_inputs:
         # A causal backbone (a language model's, `toolkit pretrain text`) reads the text left to right
         # from a zero state, as ULMFiT's classifier does; pooled is its last state after the last token.
-        states = {t.name: ZeroState(t.shape[-1], name=f"zero_{t.name}")(tokens) for t in state_inputs}
+        states = zero_states(state_inputs, tokens)
         pooled = feature_model({"tokens": tokens, **states})["pooled"]
     else:
         pooled = feature_model(tokens)["pooled"]

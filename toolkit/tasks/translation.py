@@ -30,7 +30,7 @@ from toolkit import backbones
 from toolkit.backbones.text.layers import PaddingMask
 from toolkit.data import tokenizer
 from toolkit.errors import ToolkitError
-from toolkit.heads.sequence import LuongAttention, TransformerDecoderHead, ZeroState, attentional_logits
+from toolkit.heads.sequence import LuongAttention, TransformerDecoderHead, attentional_logits, zero_states
 from toolkit.metrics import translation as translation_metrics
 import toolkit.tasks.decoding as decoding
 import toolkit.tasks.registry as registry
@@ -69,6 +69,9 @@ def build(
     state_inputs = [t for t in decoder_model.inputs if t.name.startswith("state_")]
     if not state_inputs:
         raise ToolkitError(f"decoder {decoder!r} has no recurrent state; use a causal backbone (causal_rnn)")
+    if any(t.name.startswith("state_memory") for t in state_inputs):
+        raise ToolkitError("decoder option pointer_window is for language models: the translation decoder "
+                           "attends over the source instead")  # fmt: skip
     # Named wrappers over the same layers: parts() finds them again in a loaded model.
     decoder_model = keras.Model(decoder_model.input, decoder_model.output, name="decoder")
 
@@ -94,7 +97,7 @@ def _encode(encoder_model, source_length, target_length):
     source = keras.Input((source_length,), dtype="int32", name="source_tokens")
     target = keras.Input((target_length,), dtype="int32", name="target_tokens")
     if encoder_states:
-        zeros = {t.name: ZeroState(t.shape[-1], name=f"encoder_zero_{t.name}")(source) for t in encoder_states}
+        zeros = zero_states(encoder_states, source, "encoder_zero_")
         return source, target, encoder_model({"tokens": source, **zeros})
     return source, target, encoder_model(source)
 

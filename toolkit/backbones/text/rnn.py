@@ -14,8 +14,8 @@ Token id 0 is padding: the embedding masks it, so padded steps leave the state u
 import keras
 
 from toolkit.backbones.registry import register
-from toolkit.backbones.text.layers import PaddingMask, Reorder, ReverseRealTokens, TiedEmbedding
-from toolkit.errors import choose
+from toolkit.backbones.text.layers import PaddingMask, RecentPointer, Reorder, ReverseRealTokens, TiedEmbedding
+from toolkit.errors import ToolkitError, choose
 
 CELLS = {"gru": keras.layers.GRU, "lstm": keras.layers.LSTM}
 
@@ -63,12 +63,17 @@ def birnn(input_shape=(64,), vocabulary_size=8000, embedding_dim=128, width=64, 
 )  # fmt: skip
 def causal_rnn(
     input_shape=(64,), vocabulary_size=8000, embedding_dim=128, width=128, depth=1, cell="gru", dropout=0.0,
-    tied_output=False, output_dropout=0.0,
+    tied_output=False, output_dropout=0.0, pointer_window=0,
 ):
     """tied_output: the backbone also returns next-token "logits" through its own embedding matrix
     (weight tying; a Dense projection from width to embedding_dim first where they differ), with
     `output_dropout` on the sequence before it. The output layer then belongs to the backbone, so a
-    preset carries it and a language model started from one keeps what it learnt to predict."""
+    preset carries it and a language model started from one keeps what it learnt to predict.
+
+    pointer_window=K > 0 (with tied_output): the logits become the log of a pointer-sentinel mixture
+    over the last K tokens (`RecentPointer`: which token followed a context like this one), with the
+    window's keys and tokens as two more state entries (state_memory_*), so the one-token step reads
+    the same window as the teacher-forced pass."""
     layer = CELLS[choose("cell", cell, CELLS)]
     tokens = keras.Input(input_shape, dtype="int32", name="tokens")
     inputs, outputs = {"tokens": tokens}, {}
@@ -91,6 +96,16 @@ def causal_rnn(
         if width != embedding_dim:
             x = keras.layers.Dense(embedding_dim, name="output_projection")(x)
         outputs["logits"] = embedding(x, reverse=True)
+    if pointer_window:
+        if not tied_output:
+            raise ToolkitError("pointer_window needs tied_output=True: the pointer mixes into the backbone's logits")
+        window = int(pointer_window)
+        memory = [keras.Input((window, width), name="state_memory_keys"),
+                  keras.Input((window,), dtype="int32", name="state_memory_tokens")]  # fmt: skip
+        inputs.update((t.name, t) for t in memory)
+        pointer = RecentPointer(window, name="pointer")
+        outputs["logits"], *after = pointer([outputs["sequence"], initial[0], tokens, outputs["logits"], *memory])
+        outputs.update((t.name, a) for t, a in zip(memory, after))
     return keras.Model(inputs, outputs, name="causal_rnn")
 
 
