@@ -5,7 +5,8 @@
     toolkit generate "The while statement" --max-tokens 40 --sampler top_p
 
 Paragraphs split into train / validation / test -> WordPiece vocabulary from the training text ->
-windows of one token stream -> causal GRU backbone + softmax, model.fit -> the one-token step
+windows of one token stream -> causal GRU backbone + softmax mixed with a pointer over the last 64
+tokens, model.fit -> the one-token step
 exported as LiteRT (builtin ops only) -> held-out perplexity by driving the step along the test
 stream cut into a few contiguous lanes, its state carried from token to token (Keras and LiteRT),
 against an interpolated Kneser-Ney n-gram on the same lanes, and greedy continuations of test
@@ -28,7 +29,9 @@ DEFAULTS = dict(data="pydoc", backbone="causal_rnn", epochs=10, batch_size=128, 
 # For causal_rnn; --backbone-option overrides. Output tied to a 256-wide embedding (issue 18), chosen on
 # validation (2026-12-06, 10 epochs): val loss 2.560 against 2.580 untied and 2.634 tied through a
 # 128-wide projection; validation perplexity with the neural cache 10.86 against 11.17 and 11.70.
-BACKBONE_DEFAULTS = {"width": 256, "dropout": 0.2, "embedding_dim": 256, "tied_output": True}
+# A pointer over the last 64 tokens (pointer_window, the trained neural cache): validation perplexity
+# along the lanes 11.20 against 12.56 without it and 11.46 with 128 tokens (benchmarks/RESULTS.md).
+BACKBONE_DEFAULTS = {"width": 256, "dropout": 0.2, "embedding_dim": 256, "tied_output": True, "pointer_window": 64}
 
 
 def parse_args(argv=None):
@@ -56,7 +59,10 @@ def main(argv=None):
     keras.utils.set_random_seed(args.seed)
     options = recipe.backbone_config(args)
     if args.backbone == "causal_rnn" and not args.backbone_preset:  # a preset brings all its options
-        options = {**BACKBONE_DEFAULTS, **options}
+        defaults = dict(BACKBONE_DEFAULTS)
+        if not options.get("tied_output", True):  # the pointer mixes into tied logits: untied keeps it off
+            defaults.pop("pointer_window")
+        options = {**defaults, **options}
     orders = _orders(args.ngram_orders)
 
     # Data: paragraphs per split; the vocabulary from the training text only; windows of each stream.
@@ -107,7 +113,7 @@ def main(argv=None):
         samples = [{"prompt": tokenizer.detokenize(vocabulary, p), "greedy continuation": tokenizer.detokenize(vocabulary, c)}
                    for p, c in list(zip(test["prompts"], continuations))[:6]]  # fmt: skip
         run.conclude(
-            model, head="dense softmax over WordPieces on the causal backbone's sequence", dataset=text.source,
+            model, head=_head(options), dataset=text.source,
             split_sizes={k: int(v.size) for k, v in streams.items()}, sequence_length=length,
             vocabulary_size=len(vocabulary), teacher_forced_perplexity=teacher_forced[language_model.METRIC],
             lanes=args.lanes,
@@ -153,6 +159,14 @@ def _with_memory(model, ngram_nll, validation_lanes, test_lanes, window):
         extras["neural_cache"] = {**cache, "validation_perplexity_by_setting": {
             f"theta {t}, lambda {w}": p for (t, w), p in by_setting.items()}}  # fmt: skip
     return extras, cache
+
+
+def _head(options):
+    tied = options.get("tied_output")
+    head = "softmax over WordPieces through the tied embedding" if tied else "dense softmax over WordPieces"
+    if options.get("pointer_window"):
+        head += f", mixed with a pointer over the last {options['pointer_window']} tokens (sentinel gate)"
+    return head + " on the causal backbone's sequence"
 
 
 def _orders(text):
