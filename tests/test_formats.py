@@ -154,3 +154,22 @@ def test_predict_auto_picks_the_fastest_format_within_a_point_of_keras(tmp_path)
     (tmp_path / "benchmark.json").write_text("[1, 2]")
     with pytest.raises(ToolkitError, match="benchmark.json is not a toolkit benchmark result"):
         predict.resolve_format(str(tmp_path), "auto", "tflite_int8")
+
+
+def test_a_file_the_interpreter_cannot_run_is_probed_in_a_child_process(tmp_path):
+    """litert.probe invokes a file once in a child process, so a file the interpreter cannot load or
+    that aborts it (as the pointer language model's full-int8 step did) becomes an error naming the
+    file, and a benchmark row, instead of ending the benchmark's own process."""
+    import keras
+
+    inputs = keras.Input((4,))
+    model = keras.Model(inputs, keras.layers.Dense(2)(inputs))
+    saved = str(tmp_path / "saved_model")
+    litert.export_saved_model(model, saved)
+    good = tmp_path / "good.tflite"
+    good.write_bytes(litert.convert(saved, "fp32"))
+    litert.probe(str(good))  # runs: no error
+    bad = tmp_path / "bad.tflite"
+    bad.write_bytes(good.read_bytes()[:100])
+    with pytest.raises(ToolkitError, match=r"cannot run bad\.tflite \(exit 1 on its first invoke\)"):
+        litert.probe(str(bad))

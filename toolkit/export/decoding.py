@@ -136,6 +136,8 @@ def decoder_format(run_dir, module, part_names, fmt, data, reference, threads=(2
         samples = samples_by_part.get(name)
         converted = litert.convert(os.path.join(run_dir, SAVED_MODEL_DIR, name), fmt.split("_", 1)[1], samples)
         write_atomic(path, metadata.describe_run_file(converted, run_dir, module, fmt, pipeline.versions(), part=name))
+        if integer:  # a calibrated file can abort the interpreter (e.g. the pointer's token window in int8)
+            litert.probe(path)
         engines[name] = litert_engine(path, threads[0])
     metrics, decoded = module.evaluate(engines, data)
     entry = {

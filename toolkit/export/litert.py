@@ -351,6 +351,29 @@ class LiteRTModel:
         return np.concatenate(outputs)
 
 
+_PROBE = """
+import sys, numpy as np
+from ai_edge_litert.interpreter import Interpreter
+runner = Interpreter(model_path=sys.argv[1], num_threads=1).get_signature_runner()
+runner(**{k: np.zeros(d["shape"], d["dtype"]) for k, d in runner.get_input_details().items()})
+"""
+
+
+def probe(path):
+    """Loads and invokes `path` once on zeros in a child process. Some converter outputs (a full-int8
+    file of a graph with int32 token ids beside quantized tensors) make the interpreter abort the
+    process on invoke, which no Python `try` can catch; probed first, such a file becomes a clear
+    ToolkitError (a benchmark row) instead of killing the run."""
+    import signal
+    import subprocess
+    import sys
+
+    done = subprocess.run([sys.executable, "-c", _PROBE, path], capture_output=True, text=True)
+    if done.returncode:
+        how = f"signal {signal.Signals(-done.returncode).name}" if done.returncode < 0 else f"exit {done.returncode}"
+        raise ToolkitError(f"the LiteRT interpreter cannot run {os.path.basename(path)} ({how} on its first invoke)")
+
+
 def _quantization(details):
     found = {}
     for name, d in details.items():
