@@ -12,6 +12,7 @@ import keras
 import numpy as np
 
 from toolkit import backbones
+from toolkit.backbones.text.rnn import POINTER_STATE_PREFIX
 from toolkit.errors import ToolkitError
 from toolkit.heads.sequence import zero_states
 from toolkit.metrics import language_model as lm_metrics
@@ -85,7 +86,7 @@ def read_along(step, rows, hidden=False):
     rows = np.asarray(rows, np.int32)
     names = [k for k in step.specs if k.startswith("state_")]
     # the last layer's h: not an LSTM's c, not a pointer window's keys or tokens
-    last = [k for k in names if not k.endswith("_c") and not k.startswith("state_memory")][-1]
+    last = [k for k in names if not k.endswith("_c") and not k.startswith(POINTER_STATE_PREFIX)][-1]
     state = step.zeros(names, len(rows))
     picked, states = [], []
     for t in range(rows.shape[1] - 1):

@@ -28,6 +28,7 @@ import numpy as np
 
 from toolkit import backbones
 from toolkit.backbones.text.layers import PaddingMask
+from toolkit.backbones.text.rnn import POINTER_STATE_PREFIX
 from toolkit.data import tokenizer
 from toolkit.errors import ToolkitError
 from toolkit.heads.sequence import LuongAttention, TransformerDecoderHead, attentional_logits, zero_states
@@ -69,7 +70,7 @@ def build(
     state_inputs = [t for t in decoder_model.inputs if t.name.startswith("state_")]
     if not state_inputs:
         raise ToolkitError(f"decoder {decoder!r} has no recurrent state; use a causal backbone (causal_rnn)")
-    if any(t.name.startswith("state_memory") for t in state_inputs):
+    if any(t.name.startswith(POINTER_STATE_PREFIX) for t in state_inputs):
         raise ToolkitError("decoder option pointer_window is for language models: the translation decoder "
                            "attends over the source instead")  # fmt: skip
     # Named wrappers over the same layers: parts() finds them again in a loaded model.

@@ -134,7 +134,7 @@ class RecentPointer(keras.layers.Layer):
         length, window, width = sequence.shape[1], self.window, sequence.shape[-1]
         previous = ops.concatenate([initial[:, None, :], sequence[:, :-1]], axis=1)  # h_(t-1) for each t
         keys = ops.concatenate([memory_keys, self.key(previous)], axis=1)  # (B, K+T, D)
-        ids = ops.concatenate([ops.cast(memory_tokens, "int32"), ops.cast(tokens, "int32")], axis=1)  # (B, K+T)
+        ids = ops.concatenate([memory_tokens, ops.cast(tokens, "int32")], axis=1)  # (B, K+T), int32
         # Band: query t sits at K+t in the concatenation and points at a when 1 <= K+t-a <= K (static).
         distance = window + np.arange(length)[:, None] - np.arange(window + length)[None, :]
         band = ops.convert_to_tensor(((distance >= 1) & (distance <= window)).astype("float32"))

@@ -18,6 +18,7 @@ from toolkit.backbones.text.layers import PaddingMask, RecentPointer, Reorder, R
 from toolkit.errors import ToolkitError, choose
 
 CELLS = {"gru": keras.layers.GRU, "lstm": keras.layers.LSTM}
+POINTER_STATE_PREFIX = "state_memory_"  # the pointer window's keys and token ids: state, not a recurrent h
 
 
 def _embed(tokens, vocabulary_size, embedding_dim, dropout, layer=None):
@@ -100,8 +101,8 @@ def causal_rnn(
         if not tied_output:
             raise ToolkitError("pointer_window needs tied_output=True: the pointer mixes into the backbone's logits")
         window = int(pointer_window)
-        memory = [keras.Input((window, width), name="state_memory_keys"),
-                  keras.Input((window,), dtype="int32", name="state_memory_tokens")]  # fmt: skip
+        memory = [keras.Input((window, width), name=f"{POINTER_STATE_PREFIX}keys"),
+                  keras.Input((window,), dtype="int32", name=f"{POINTER_STATE_PREFIX}tokens")]  # fmt: skip
         inputs.update((t.name, t) for t in memory)
         pointer = RecentPointer(window, name="pointer")
         outputs["logits"], *after = pointer([outputs["sequence"], initial[0], tokens, outputs["logits"], *memory])
