@@ -103,24 +103,34 @@ def run_cli(*args, backend=None, timeout=900, env=None, **popen):
     )
 
 
-def cli_fails(*args):
-    """`toolkit ARGS...` for a command that must fail before any training: toolkit.cli.main in this
-    interpreter, with stdout and stderr captured, as a CompletedProcess whose returncode is what the
-    `toolkit` executable exits with (it is `sys.exit(main())`). A fresh interpreter (run_cli) costs 5-10 s
-    of TensorFlow import per call on these machines; tests/test_cli.py keeps run_cli for the real
-    executable's one-line errors (no TensorFlow start-up chatter on stderr). bytes arguments become
-    what Python's sys.argv holds for them (os.fsdecode: undecodable bytes as surrogate escapes)."""
+def cli_in_process(*args, input=None):
+    """`toolkit ARGS...` as toolkit.cli.main in this interpreter, stdout and stderr captured (and `input`
+    on stdin), as a CompletedProcess whose returncode is what the `toolkit` executable exits with (it is
+    `sys.exit(main())`). A fresh interpreter (run_cli) costs 5-10 s of TensorFlow import per call on these
+    machines, so commands that only read a finished run (predict, generate, translate, backbones) come
+    here; run_cli stays for training runs, other backends, the real executable's one-line errors
+    (tests/test_cli.py), and loading a .keras file where nothing of ours is imported yet. bytes arguments
+    become what Python's sys.argv holds for them (os.fsdecode: undecodable bytes as surrogate escapes)."""
     import io
     from contextlib import redirect_stderr, redirect_stdout
+    from unittest import mock
 
     from toolkit import cli
 
     argv = [os.fsdecode(a) if isinstance(a, bytes) else str(a) for a in args]
     stdout, stderr = io.StringIO(), io.StringIO()
-    with redirect_stdout(stdout), redirect_stderr(stderr):
+    with redirect_stdout(stdout), redirect_stderr(stderr), mock.patch("sys.stdin", io.StringIO(input or "")):
         code = cli.main(argv)
-    assert code != 0, f"toolkit {' '.join(argv)} succeeded; cli_fails is for commands that fail early"
-    return subprocess.CompletedProcess(["toolkit", *argv], code, stdout.getvalue(), stderr.getvalue())
+    return subprocess.CompletedProcess(["toolkit", *argv], code or 0, stdout.getvalue(), stderr.getvalue())
+
+
+def cli_fails(*args):
+    """`toolkit ARGS...` for a command that must fail before any training, in this interpreter
+    (cli_in_process): a bad option, a missing run, a corrupt input."""
+    done = cli_in_process(*args)
+    command = " ".join(done.args[1:])
+    assert done.returncode != 0, f"toolkit {command} succeeded; cli_fails is for commands that fail early"
+    return done
 
 
 TINY_PYRAMID = (

@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from tests.conftest import cli_fails, run_cli
+from tests.conftest import cli_fails, cli_in_process, run_cli
 from tests.test_cli import _fails_with
 
 
@@ -73,13 +73,13 @@ def test_benchmark_all_gives_each_run_its_own_process(karate_run, tmp_path):
 
 @pytest.mark.slow
 def test_predict_classifies_the_runs_own_graph_nodes(karate_run):
-    done = run_cli("predict", "node_classification", "0", "33", "--run", str(karate_run), "--json")
+    done = cli_in_process("predict", "node_classification", "0", "33", "--run", str(karate_run), "--json")
     assert done.returncode == 0, done.stderr[-2000:]
     found = [json.loads(line) for line in done.stdout.splitlines()]
     classes = set((karate_run / "labels.txt").read_text().splitlines())
     assert [r["input"] for r in found] == ["0", "33"]
     for record in found:
         assert record["predictions"][0]["label"] in classes and 0.5 <= record["predictions"][0]["probability"] <= 1
-    every = run_cli("predict", "node_classification", "--run", str(karate_run))
+    every = cli_in_process("predict", "node_classification", "--run", str(karate_run))
     assert every.returncode == 0 and len(every.stdout.splitlines()) == 34
     _fails_with(cli_fails("predict", "node_classification", "34", "--run", str(karate_run)), "nodes 0..33")

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from tests.conftest import SEED, cli_fails, margin, run_cli
+from tests.conftest import SEED, cli_fails, cli_in_process, margin, run_cli
 from toolkit.data import fashion_mnist
 from toolkit.errors import ToolkitError
 
@@ -65,13 +65,13 @@ def test_predict_reads_the_users_images(finished_run, fashion_small, tmp_path):
     assert correct >= 12
     assert all(0 < float(r[2]) <= 1 for r in rows)
     # a folder, a glob and paths on stdin are the same inputs; --json gives one object per image
-    by_folder = run_cli("predict", "classification", str(tmp_path), "--run", str(finished_run), "--json")
+    by_folder = cli_in_process("predict", "classification", str(tmp_path), "--run", str(finished_run), "--json")
     assert by_folder.returncode == 0, by_folder.stderr
     records = [json.loads(line) for line in by_folder.stdout.splitlines()]
     assert sorted(r["input"] for r in records) == sorted(files)
     by_name = {r["input"]: r["predictions"][0]["label"] for r in records}
     assert all(by_name[r[0]] == r[1] for r in rows)
-    by_glob = run_cli("predict", "classification", str(tmp_path / "item1*.png"), "--run", str(finished_run))
+    by_glob = cli_in_process("predict", "classification", str(tmp_path / "item1*.png"), "--run", str(finished_run))
     assert len(by_glob.stdout.splitlines()) == 11  # item1, item10..item19
     by_stdin = run_cli("predict", "classification", "-", "--run", str(finished_run), input="\n".join(files[:3]))
     assert [line.split("\t")[0] for line in by_stdin.stdout.splitlines()] == files[:3]

@@ -6,7 +6,7 @@ import keras
 import numpy as np
 import pytest
 
-from tests.conftest import SEED, margin, run_cli, run_pyramid_recipe, run_python
+from tests.conftest import SEED, cli_in_process, margin, run_cli, run_pyramid_recipe, run_python
 from tests.conftest import tiny_scenes as tiny_scenes_with_masks
 from tests.contracts import run_task_contract
 from toolkit.heads.detection import DetectionDecoder
@@ -290,7 +290,7 @@ def test_recipe_and_predict_from_the_command_line(tmp_path):
     assert report["formats"]["tflite_fp32"]["map"] == pytest.approx(report["formats"]["keras"]["map"], abs=1e-3)
     for name in ("model.keras", "model_fp32.tflite", "model_int8.tflite", "detections.png", "labels.txt"):
         assert (run / name).is_file(), name
-    done = run_cli("predict", "detection", str(folder / "0.png"), "--run", str(run), "--format", "tflite_fp32")
+    done = cli_in_process("predict", "detection", str(folder / "0.png"), "--run", str(run), "--format", "tflite_fp32")
     assert done.returncode == 0, done.stderr[-3000:]
     assert (folder / "0.detections.png").is_file()
     assert "wrote" in done.stdout

@@ -8,7 +8,7 @@ import shutil
 import numpy as np
 import pytest
 
-from tests.conftest import SEED, run_cli
+from tests.conftest import SEED, cli_in_process
 from toolkit.export import metadata
 
 LABELS = ["red", "green", "blue"]
@@ -70,9 +70,10 @@ def test_predict_from_the_bare_file_matches_the_run(classifier_run, small_images
     for i in range(4):
         files.append(str(tmp_path / f"image{i}.png"))
         Image.fromarray(small_images[0][i]).save(files[-1])
-    bare = run_cli("predict", "--model", str(lone), *files, "--json")
+    bare = cli_in_process("predict", "--model", str(lone), *files, "--json")
     assert bare.returncode == 0, bare.stderr
-    from_run = run_cli("predict", "classification", *files, "--run", str(run), "--format", "tflite_int8", "--json")
+    from_run = cli_in_process("predict", "classification", *files, "--run", str(run), "--format", "tflite_int8",
+                              "--json")
     assert from_run.returncode == 0, from_run.stderr
     assert bare.stdout == from_run.stdout
     records = [json.loads(line) for line in bare.stdout.splitlines()]

@@ -6,7 +6,7 @@ import os
 import numpy as np
 import pytest
 
-from tests.conftest import SEED, margin, run_cli, run_pyramid_recipe, tiny_scenes
+from tests.conftest import SEED, cli_in_process, margin, run_pyramid_recipe, tiny_scenes
 from tests.contracts import run_task_contract
 from toolkit.errors import ToolkitError
 from toolkit.tasks import multitask
@@ -159,7 +159,7 @@ def test_recipe_from_the_command_line(tmp_path, scenes_data_dir):
     images = tiny_scenes(2, 3)[0]
     for i, image in enumerate(images):
         Image.fromarray(image[..., 0].astype("uint8")).save(tmp_path / f"scene{i}.png")
-    done = run_cli("predict", "multitask", str(tmp_path), "--run", str(run), "--format", "tflite_fp32", "--json")
+    done = cli_in_process("predict", "multitask", str(tmp_path), "--run", str(run), "--format", "tflite_fp32", "--json")
     assert done.returncode == 0, done.stderr[-3000:]
     found = [json.loads(line) for line in done.stdout.splitlines()]
     assert [r["input"] for r in found] == [str(tmp_path / f"scene{i}.png") for i in range(2)]

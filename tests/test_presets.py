@@ -6,7 +6,7 @@ import json
 import numpy as np
 import pytest
 
-from tests.conftest import run_cli, run_python
+from tests.conftest import cli_in_process, run_cli, run_python
 from toolkit import backbones
 from toolkit.backbones import presets
 
@@ -139,7 +139,7 @@ def test_a_runs_backbone_preset_starts_another_recipe_and_is_listed(fashion_smal
     assert second_meta["started_from"] == str(first)
     # one epoch on top of the first backbone: starting there, it is at least as good as the first run was
     assert second["history"]["val_loss"][0] < report["history"]["val_loss"][0]
-    listed = run_cli("backbones", "--presets", str(tmp_path))
+    listed = cli_in_process("backbones", "--presets", str(tmp_path))
     assert listed.returncode == 0, listed.stderr
     rows = [line for line in listed.stdout.splitlines() if "classification on" in line]
     assert len(rows) == 2 and all("resnet" in r and "28x28x1" in r for r in rows), listed.stdout

@@ -5,7 +5,7 @@ import keras
 import numpy as np
 import pytest
 
-from tests.conftest import SEED, cli_fails, margin, run_cli, run_pyramid_recipe, tiny_scenes
+from tests.conftest import SEED, cli_fails, cli_in_process, margin, run_cli, run_pyramid_recipe, tiny_scenes
 from tests.contracts import run_task_contract
 from toolkit.errors import ToolkitError
 from toolkit.metrics import segmentation as metrics
@@ -213,7 +213,8 @@ def test_recipe_from_the_command_line(tmp_path):
     Image.open(tmp_path / "data" / "images" / "000.png").resize((96, 80)).save(photo)
     found = {}
     for fmt in ("keras", "tflite_fp32"):
-        done = run_cli("predict", "segmentation", str(photo), "--run", str(run), "--format", fmt)
+        command = run_cli if fmt == "keras" else cli_in_process  # the .keras file also loads in a fresh process
+        done = command("predict", "segmentation", str(photo), "--run", str(run), "--format", fmt)
         assert done.returncode == 0, done.stderr[-3000:]
         rows = [line.split("\t") for line in done.stdout.strip().splitlines()]
         assert rows[-1] == [str(photo), f"wrote {tmp_path / 'photo.segmentation.png'}"]

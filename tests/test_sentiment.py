@@ -8,7 +8,7 @@ import random
 
 import pytest
 
-from tests.conftest import SEED, cli_fails, margin, run_cli
+from tests.conftest import SEED, cli_fails, cli_in_process, margin
 from tests.test_cli import _fails_with
 
 POSITIVE = ["wonderful", "moving", "brilliant", "charming", "gripping", "superb", "delightful", "clever"]
@@ -82,7 +82,7 @@ def test_predict_reads_raw_text_in_every_format(sentiment_run):
     long_text = "the cast is superb . " + "and then some more words " * 2000  # truncated to 12 tokens
     assert predict_sentiment(run, [long_text])[0][1] == "fresh"
 
-    done = run_cli("predict", "sentiment", "the film is wonderful .", "--run", run)
+    done = cli_in_process("predict", "sentiment", "the film is wonderful .", "--run", run)
     assert done.returncode == 0, done.stderr
     text, label, probability = done.stdout.strip().split("\t")
     assert label == "fresh" and 0.5 < float(probability) <= 1

@@ -8,7 +8,7 @@ import os
 import numpy as np
 import pytest
 
-from tests.conftest import SEED, cli_fails, margin, run_cli
+from tests.conftest import SEED, cli_fails, cli_in_process, margin, run_cli
 from tests.test_cli import _fails_with
 
 
@@ -181,7 +181,7 @@ def test_transformer_decoder_learns_and_its_cached_litert_step_decodes_as_keras(
     margin("dynamic-range chrF lost", formats["keras"]["chrf"] - formats["tflite_dynamic"]["chrf"], 5, higher=False)
     for name in ("encoder_fp32.tflite", "decoder_step_fp32.tflite", "decoder_step_dynamic.tflite"):
         assert os.path.isfile(os.path.join(run, name)), name
-    done = run_cli("translate", "twenty-one", "three hundred", "--run", run, "--sampler", "beam")
+    done = cli_in_process("translate", "twenty-one", "three hundred", "--run", run, "--sampler", "beam")
     assert done.returncode == 0, done.stderr
     assert [line.split("\t")[0] for line in done.stdout.strip().splitlines()] == ["twenty-one", "three hundred"]
 
@@ -242,7 +242,7 @@ def test_step_model_reproduces_the_teacher_forced_model_and_samplers_agree(train
 @pytest.mark.slow
 def test_translate_cli_and_bad_input(translation_run):
     _, run = translation_run
-    done = run_cli("translate", "twenty-one", "three hundred", "--run", run)
+    done = cli_in_process("translate", "twenty-one", "three hundred", "--run", run)
     assert done.returncode == 0, done.stderr
     lines = done.stdout.strip().splitlines()
     assert [line.split("\t")[0] for line in lines] == ["twenty-one", "three hundred"]
