@@ -157,6 +157,8 @@ cli("missing COCO split file", [*DET, "--data", f"coco:{F}/coco/good.json,test={
 cli("split fraction outside [0, 1)", [*DET, "--test-fraction", "1.5"], "--test-fraction", "[0, 1)", "'1.5'")
 cli("head dropout of 1 or more", ["run", "generation", "--output", O, "--head-dropout", "1"], "--head-dropout",
     "[0, 1)", "'1'")  # fmt: skip
+cli("pointer dropout without a pointer", ["run", "generation", "--output", O, "--data", "hamlet", "--backbone-option",
+    "tied_output=False", "--backbone-option", "pointer_dropout=0.3"], "pointer_dropout needs pointer_window")  # fmt: skip
 cli("split fractions summing to 1", [*CLS, "--validation-fraction", "0.5", "--test-fraction", "0.5"],
     "--validation-fraction 0.5 and --test-fraction 0.5 sum to 1 or more")  # fmt: skip
 cli("mask of the wrong size", [*SEG, "--data", f"folder:{F}/seg_size"], "007.png", "mask is 16x16",

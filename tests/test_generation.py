@@ -9,7 +9,7 @@ import os
 import numpy as np
 import pytest
 
-from tests.conftest import SEED, cli_fails, margin, run_cli
+from tests.conftest import SEED, cli_fails, cli_in_process, margin, run_cli
 from tests.test_cli import _fails_with
 
 
@@ -64,17 +64,24 @@ def test_neural_cache_recalls_the_token_that_followed_a_similar_state():
 def test_the_pointer_window_slides_in_the_step_exactly_as_in_the_teacher_forced_pass():
     """causal_rnn's pointer_window: driving the one-token step (the window's keys and tokens carried
     as state) gives the teacher-forced log-probabilities, also past the window's
-    length and across padding, and leaves the same window behind."""
+    length and across padding, and leaves the same window behind. pointer_dropout acts in training only."""
     import keras
 
     from toolkit.tasks import decoding, language_model
 
     keras.utils.set_random_seed(SEED)
     model = language_model.build("causal_rnn", 12, 50, 0.0, width=16, embedding_dim=16, tied_output=True,
-                                 pointer_window=5)  # fmt: skip
+                                 pointer_window=5, pointer_dropout=0.5)  # fmt: skip
+    # as a trained pointer can be: no head start for the sentinel, and peaked scores over the window
+    pointer = model.get_layer("decoder").get_layer("pointer")
+    pointer.sentinel_bias.assign(0.0)
+    for dense in (pointer.query, pointer.key):
+        dense.kernel.assign(dense.kernel * 20.0)
     rows = np.random.default_rng(SEED).integers(1, 50, (3, 13)).astype(np.int32)
     rows[2, 9:] = 0  # padding at the end of a stream
     logits = model.predict(rows[:, :-1], verbose=0).astype(np.float64)
+    training = keras.ops.convert_to_numpy(model(rows[:, :-1], training=True))
+    assert np.abs(training - logits).max() > 0.1  # the dropout is there when training
     expected = np.take_along_axis(logits - np.log(np.exp(logits).sum(-1, keepdims=True)), rows[:, 1:, None], -1)[..., 0]
     step = decoding.keras_engine(language_model.parts(model)[language_model.STEP_PART])
     assert step.specs["state_memory_keys"][0] == (5, 16) and step.specs["state_memory_tokens"][0] == (5,)
@@ -136,9 +143,13 @@ def test_the_tied_output_step_exports_and_litert_decodes_like_keras(tmp_path, wi
     from toolkit.tasks import language_model
 
     keras.utils.set_random_seed(SEED)
-    options = {"pointer_window": window} if window else {}
+    # the pointer case with the recipe's training-only dropouts, which the exported step must not carry
+    options = {"pointer_window": window, "pointer_dropout": 0.3, "recurrent_dropout": 0.25} if window else {}
     model = language_model.build("causal_rnn", 8, 40, 0.3, width=16, embedding_dim=16, tied_output=True, **options)
     assert "logits" in model.get_layer("decoder").output  # the backbone's own, through its embedding
+    step = language_model.parts(model)[language_model.STEP_PART]
+    cells = [layer.cell for layer in step._flatten_layers() if isinstance(layer, keras.layers.GRU)]
+    assert cells and all(c.recurrent_dropout == 0 and c.implementation == 2 for c in cells)  # fused gates
     language_model.compile(model, 1e-2, 8)
     rng = np.random.default_rng(SEED)
     windows = rng.integers(1, 40, (64, 9)).astype(np.int32)
@@ -203,7 +214,7 @@ def test_language_model_learns_and_litert_continues_prompts_like_keras(generatio
 @pytest.mark.slow
 def test_generate_streams_with_every_sampler_and_refuses_bad_input(generation_run):
     _, run = generation_run
-    done = run_cli("generate", "The if statement", "--max-tokens", "6", "--sampler", "top_p", "--run", run)
+    done = cli_in_process("generate", "The if statement", "--max-tokens", "6", "--sampler", "top_p", "--run", run)
     assert done.returncode == 0, done.stderr
     assert done.stdout.startswith("The if statement") and len(done.stdout.strip()) > len("The if statement")
     from toolkit.generate import Generator

@@ -25,13 +25,17 @@ def never_pad(logits):
 
 def at_length(model, length, input_name="tokens"):
     """The same functional model, same weights, rebuilt for token sequences of `length` (a causal
-    backbone at length 1 is its own step model: the unrolled recurrence has one step)."""
+    backbone at length 1 is its own step model: the unrolled recurrence has one step). The clone is
+    for inference, so it drops recurrent_dropout: that option only acts in training, and Keras turns a
+    GRU/LSTM that has it to its split-gate implementation (three matmuls per step where one does)."""
     config = model.get_config()
     found = False
     for layer in config["layers"]:
         if layer["class_name"] == "InputLayer" and layer["config"]["name"] == input_name:
             layer["config"]["batch_shape"] = [None, length]
             found = True
+        if layer["class_name"] in ("GRU", "LSTM") and layer["config"].get("recurrent_dropout"):
+            layer["config"]["recurrent_dropout"] = 0.0
     if not found:
         raise ToolkitError(f"{model.name} has no input {input_name!r}")
     clone = keras.Model.from_config(config)

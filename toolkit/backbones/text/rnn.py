@@ -64,9 +64,12 @@ def birnn(input_shape=(64,), vocabulary_size=8000, embedding_dim=128, width=64, 
 )  # fmt: skip
 def causal_rnn(
     input_shape=(64,), vocabulary_size=8000, embedding_dim=128, width=128, depth=1, cell="gru", dropout=0.0,
-    tied_output=False, output_dropout=0.0, pointer_window=0,
+    tied_output=False, output_dropout=0.0, pointer_window=0, pointer_dropout=0.0, recurrent_dropout=0.0,
 ):
-    """tied_output: the backbone also returns next-token "logits" through its own embedding matrix
+    """recurrent_dropout: dropout on the state each step reads (Keras' GRU/LSTM option; training only,
+    the exported step has none of it).
+
+    tied_output: the backbone also returns next-token "logits" through its own embedding matrix
     (weight tying; a Dense projection from width to embedding_dim first where they differ), with
     `output_dropout` on the sequence before it. The output layer then belongs to the backbone, so a
     preset carries it and a language model started from one keeps what it learnt to predict.
@@ -74,8 +77,14 @@ def causal_rnn(
     pointer_window=K > 0 (with tied_output): the logits become the log of a pointer-sentinel mixture
     over the last K tokens (`RecentPointer`: which token followed a context like this one), with the
     window's keys and tokens as two more state entries (state_memory_*), so the one-token step reads
-    the same window as the teacher-forced pass."""
+    the same window as the teacher-forced pass. `pointer_dropout` drops the states its query and keys
+    read (training only): the generation recipe's pointer model overfitted from epoch 7 without it
+    (validation perplexity 10.87 with 0.3 against 11.20; benchmarks/RESULTS.md, issue 18)."""
     layer = CELLS[choose("cell", cell, CELLS)]
+    if pointer_window and not tied_output:
+        raise ToolkitError("pointer_window needs tied_output=True: the pointer mixes into the backbone's logits")
+    if pointer_dropout and not pointer_window:
+        raise ToolkitError("pointer_dropout needs pointer_window > 0: it drops what the pointer reads")
     tokens = keras.Input(input_shape, dtype="int32", name="tokens")
     inputs, outputs = {"tokens": tokens}, {}
     # Keras drops the embedding's mask when an RNN is called with initial_state, so pass it explicitly.
@@ -86,7 +95,8 @@ def causal_rnn(
         names = state_names(i, cell)
         initial = [keras.Input((width,), name=name) for name in names]
         inputs.update(zip(names, initial))
-        recurrent = layer(width, return_sequences=True, return_state=True, unroll=True, name=f"{cell}_{i}")
+        recurrent = layer(width, return_sequences=True, return_state=True, unroll=True,
+                          recurrent_dropout=recurrent_dropout, name=f"{cell}_{i}")  # fmt: skip
         x, *states = recurrent(x, initial_state=initial, mask=padding)
         outputs.update(zip(names, states))
     outputs["sequence"] = x
@@ -98,14 +108,15 @@ def causal_rnn(
             x = keras.layers.Dense(embedding_dim, name="output_projection")(x)
         outputs["logits"] = embedding(x, reverse=True)
     if pointer_window:
-        if not tied_output:
-            raise ToolkitError("pointer_window needs tied_output=True: the pointer mixes into the backbone's logits")
         window = int(pointer_window)
         memory = [keras.Input((window, width), name=f"{POINTER_STATE_PREFIX}keys"),
                   keras.Input((window,), dtype="int32", name=f"{POINTER_STATE_PREFIX}tokens")]  # fmt: skip
         inputs.update((t.name, t) for t in memory)
+        read = outputs["sequence"]
+        if pointer_dropout:
+            read = keras.layers.Dropout(pointer_dropout, name="pointer_dropout")(read)
         pointer = RecentPointer(window, name="pointer")
-        outputs["logits"], *after = pointer([outputs["sequence"], initial[0], tokens, outputs["logits"], *memory])
+        outputs["logits"], *after = pointer([read, initial[0], tokens, outputs["logits"], *memory])
         outputs.update((t.name, a) for t, a in zip(memory, after))
     return keras.Model(inputs, outputs, name="causal_rnn")
 
