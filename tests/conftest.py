@@ -103,9 +103,9 @@ def run_cli(*args, backend=None, timeout=900, env=None, **popen):
     )
 
 
-def cli_in_process(*args, input=None):
-    """`toolkit ARGS...` as toolkit.cli.main in this interpreter, stdout and stderr captured (and `input`
-    on stdin), as a CompletedProcess whose returncode is what the `toolkit` executable exits with (it is
+def cli_in_process(*args):
+    """`toolkit ARGS...` as toolkit.cli.main in this interpreter, stdout and stderr captured, as a
+    CompletedProcess whose returncode is what the `toolkit` executable exits with (it is
     `sys.exit(main())`). A fresh interpreter (run_cli) costs 5-10 s of TensorFlow import per call on these
     machines, so commands that only read a finished run (predict, generate, translate, backbones) come
     here; run_cli stays for training runs, other backends, the real executable's one-line errors
@@ -113,13 +113,12 @@ def cli_in_process(*args, input=None):
     become what Python's sys.argv holds for them (os.fsdecode: undecodable bytes as surrogate escapes)."""
     import io
     from contextlib import redirect_stderr, redirect_stdout
-    from unittest import mock
 
     from toolkit import cli
 
     argv = [os.fsdecode(a) if isinstance(a, bytes) else str(a) for a in args]
     stdout, stderr = io.StringIO(), io.StringIO()
-    with redirect_stdout(stdout), redirect_stderr(stderr), mock.patch("sys.stdin", io.StringIO(input or "")):
+    with redirect_stdout(stdout), redirect_stderr(stderr):
         code = cli.main(argv)
     return subprocess.CompletedProcess(["toolkit", *argv], code or 0, stdout.getvalue(), stderr.getvalue())
 
