@@ -100,6 +100,38 @@ def test_the_pointer_window_slides_in_the_step_exactly_as_in_the_teacher_forced_
     assert after["state_memory_tokens"][2].tolist() == [*rows[2, 7:9], 0, 0, 0]  # 7, 8 real; 9-11 padding
 
 
+def test_the_pointer_model_trains_on_its_log_probabilities_with_keras_loss_and_gradients():
+    """A pointer model's outputs are log-probabilities: compile gives it LogProbabilityLoss, which must
+    equal Keras' sparse cross-entropy on them (padding left out) in value and in every weight's
+    gradient; a model without the pointer keeps Keras' loss."""
+    import keras
+    import tensorflow as tf
+
+    from toolkit.tasks import language_model
+
+    keras.utils.set_random_seed(SEED)
+    model = language_model.build("causal_rnn", 12, 50, 0.0, width=16, embedding_dim=16, tied_output=True,
+                                 pointer_window=5)  # fmt: skip
+    language_model.compile(model, 1e-3, 10)
+    assert isinstance(model.loss, language_model.LogProbabilityLoss)
+    plain = language_model.build("causal_rnn", 12, 50, 0.0, width=16, embedding_dim=16, tied_output=True)
+    language_model.compile(plain, 1e-3, 10)
+    assert isinstance(plain.loss, keras.losses.SparseCategoricalCrossentropy)
+
+    rows = np.random.default_rng(SEED).integers(1, 50, (4, 13)).astype(np.int32)
+    rows[1, 7:] = 0  # padding: no target there
+    keras_loss = keras.losses.SparseCategoricalCrossentropy(from_logits=True, ignore_class=0)
+    results = []
+    for loss in (model.loss, keras_loss):
+        with tf.GradientTape() as tape:
+            value = loss(rows[:, 1:], model(rows[:, :-1]))
+        results.append((float(value), tape.gradient(value, model.trainable_weights)))
+    (ours, ours_grads), (theirs, their_grads) = results
+    assert ours == pytest.approx(theirs, rel=1e-5) and ours > 1.0  # ln 50 = 3.9 for an untrained model
+    for weight, a, b in zip(model.trainable_weights, ours_grads, their_grads):
+        np.testing.assert_allclose(a, b, rtol=1e-3, atol=1e-6, err_msg=weight.path)
+
+
 def _copy_task_nll(pointer_window, seed, epochs=20):
     """Mean NLL of the copied half of [8 random tokens, the same 8 again] sequences, for a tiny tied
     causal_rnn with or without a pointer window, after a short training."""

@@ -12,6 +12,7 @@ import keras
 import numpy as np
 
 from toolkit import backbones
+from toolkit.backbones.text.layers import RecentPointer
 from toolkit.backbones.text.rnn import POINTER_STATE_PREFIX
 from toolkit.errors import ToolkitError
 from toolkit.heads.sequence import zero_states
@@ -53,9 +54,45 @@ def build(backbone="causal_rnn", sequence_length=64, vocabulary_size=2000, head_
 
 
 def compile(model, learning_rate=3e-3, total_steps=1000, warmup_fraction=0.05):
+    """translation's optimiser, schedule and loss; a model whose outputs already are log-probabilities
+    (the pointer's mixture) gets `LogProbabilityLoss`, the same loss and gradients at less cost."""
     import toolkit.tasks.translation as translation
 
-    return translation.compile(model, learning_rate, total_steps, warmup_fraction)  # the same schedule and loss
+    loss = LogProbabilityLoss() if outputs_log_probabilities(model) else None
+    return translation.compile(model, learning_rate, total_steps, warmup_fraction, loss)
+
+
+def outputs_log_probabilities(model):
+    """Whether the model's logits are normalised log-probabilities: a causal backbone with a pointer
+    (`RecentPointer`) mixes two distributions and returns the log of the mixture."""
+    decoder = model.get_layer("decoder") if any(layer.name == "decoder" for layer in model.layers) else model
+    return any(isinstance(layer, RecentPointer) for layer in decoder.layers)
+
+
+@keras.saving.register_keras_serializable(package="toolkit")
+class LogProbabilityLoss(keras.losses.Loss):
+    """Mean negative log-likelihood of integer targets under outputs that are log-probabilities,
+    padding targets (0) left out: Keras' SparseCategoricalCrossentropy(from_logits=True,
+    ignore_class=0) on the same outputs, whose log-softmax of an already normalised (B, T, V) tensor
+    changes neither the loss nor the parameters' gradients (the probabilities sum to one whatever
+    the weights) but costs more passes over it, forward and backward: 9% of the pointer model's
+    training step (benchmarks/RESULTS.md, issue 18)."""
+
+    def __init__(self, name="log_probability_loss", **kwargs):
+        super().__init__(name=name, **kwargs)
+
+    def call(self, y_true, y_pred):
+        from keras import ops
+        from keras.src.backend import set_keras_mask  # no public form; keras is pinned to 3.15
+
+        labels = ops.cast(y_true, "int32")
+        picked = ops.squeeze(ops.take_along_axis(y_pred, ops.expand_dims(labels, -1), axis=-1), -1)
+        real = ops.not_equal(labels, 0)
+        losses = ops.where(real, -picked, 0.0)
+        # As Keras' ignore_class does: the mask makes the reduction a mean over real targets (and it
+        # meets the outputs' own padding mask the same way).
+        set_keras_mask(losses, real)
+        return losses
 
 
 def parts(model):

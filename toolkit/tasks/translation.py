@@ -114,12 +114,12 @@ def _transformer_translator(encoder_model, source_length, target_length, vocabul
     return keras.Model({"source_tokens": source, "target_tokens": target}, logits, name="translator")
 
 
-def compile(model, learning_rate=3e-3, total_steps=1000, warmup_fraction=0.05):
-    """Adam with warm-up and cosine decay; cross-entropy on logits, padding (id 0) ignored."""
+def compile(model, learning_rate=3e-3, total_steps=1000, warmup_fraction=0.05, loss=None):
+    """Adam with warm-up and cosine decay; cross-entropy on logits, padding (id 0) ignored (or `loss`)."""
     schedule = registry.warmup_cosine(learning_rate, total_steps, warmup_fraction)
     model.compile(
         optimizer=keras.optimizers.Adam(schedule, clipnorm=1.0),
-        loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True, ignore_class=0),
+        loss=loss if loss is not None else keras.losses.SparseCategoricalCrossentropy(from_logits=True, ignore_class=0),
     )
     return model
 
