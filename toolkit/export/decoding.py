@@ -16,6 +16,7 @@ report.json formats (latency_ms there is the step part's batch-1 latency: per to
 
 import os
 
+import keras
 import numpy as np
 
 from toolkit.errors import ToolkitError
@@ -95,7 +96,8 @@ def calibration_inputs(module, parts, data, count=CALIBRATION_SAMPLES):
 
 def prepare(run_dir, module):
     """A finished decoder run's parts as SavedModels (made when missing) and its stored data:
-    (part names, test data, Keras' decoded ids, calibration: a function giving calibration_inputs)."""
+    ({part name: the task's float layers it holds}, test data, Keras' decoded ids, calibration: a
+    function giving calibration_inputs)."""
     from toolkit import saving
 
     model = saving.load_model(os.path.join(run_dir, MODEL_FILE))
@@ -112,7 +114,19 @@ def prepare(run_dir, module):
             found.update(calibration_inputs(module, parts, calibration_data))
         return found
 
-    return list(parts), data, reference, calibration
+    return {name: _float_layers(module, part) for name, part in parts.items()}, data, reference, calibration
+
+
+def _float_layers(module, part):
+    """The task's float layers (what an integer file keeps in float) anywhere in a part, nested models
+    included: a step holds its decoder's layers one level down."""
+    names, models = set(), [part]
+    while models:
+        for layer in models.pop().layers:
+            names.add(layer.name)
+            if isinstance(layer, keras.Model):
+                models.append(layer)
+    return tuple(name for name in module.float_layers if name in names)
 
 
 def export_formats(run_dir, module, threads=2, formats=None):  # module: the DecoderTask
@@ -127,16 +141,19 @@ def export_formats(run_dir, module, threads=2, formats=None):  # module: the Dec
 
 def decoder_format(run_dir, module, part_names, fmt, data, reference, threads=(2,), calibration=None):
     """One LiteRT format of every part, its decoding loop scored on the test split, timed per part;
-    calibration: prepare()'s function, called only for the integer formats."""
+    part_names: prepare()'s {part: float layers} (integer files keep those in float); calibration:
+    prepare()'s function, called only for the integer formats."""
     integer = fmt.split("_", 1)[1] in litert.INTEGER
     samples_by_part = calibration() if integer else {}
     engines = {}
     for name in part_names:
         path = tflite_path(run_dir, name, fmt)
         samples = samples_by_part.get(name)
-        converted = litert.convert(os.path.join(run_dir, SAVED_MODEL_DIR, name), fmt.split("_", 1)[1], samples)
+        float_layers = part_names[name] if integer else ()
+        converted = litert.convert(os.path.join(run_dir, SAVED_MODEL_DIR, name), fmt.split("_", 1)[1], samples,
+                                   float_layers)  # fmt: skip
         write_atomic(path, metadata.describe_run_file(converted, run_dir, module, fmt, pipeline.versions(), part=name))
-        if integer:  # a calibrated file can abort the interpreter (e.g. the pointer's token window in int8)
+        if integer:  # a calibrated file can abort the interpreter (litert.probe)
             litert.probe(path)
         engines[name] = litert_engine(path, threads[0])
     metrics, decoded = module.evaluate(engines, data)

@@ -360,10 +360,11 @@ runner(**{k: np.zeros(d["shape"], d["dtype"]) for k, d in runner.get_input_detai
 
 
 def probe(path):
-    """Loads and invokes `path` once on zeros in a child process. Some converter outputs (a full-int8
-    file of a graph with int32 token ids beside quantized tensors) make the interpreter abort the
-    process on invoke, which no Python `try` can catch; probed first, such a file becomes a clear
-    ToolkitError (a benchmark row) instead of killing the run."""
+    """Loads and invokes `path` once on zeros in a child process. Some converter outputs make the
+    interpreter abort the process on invoke (an int8 ADD whose scales need a rescale above 1: the
+    language model's pointer before it stayed float), which no Python `try` can catch; probed first,
+    such a file becomes a clear ToolkitError (a benchmark row, with the child's last words) instead
+    of killing the run."""
     import signal
     import subprocess
     import sys
@@ -371,7 +372,9 @@ def probe(path):
     done = subprocess.run([sys.executable, "-c", _PROBE, path], capture_output=True, text=True)
     if done.returncode:
         how = f"signal {signal.Signals(-done.returncode).name}" if done.returncode < 0 else f"exit {done.returncode}"
-        raise ToolkitError(f"the LiteRT interpreter cannot run {os.path.basename(path)} ({how} on its first invoke)")
+        said = [line.strip() for line in done.stderr.splitlines() if line.strip() and not line.startswith("INFO:")]
+        raise ToolkitError(f"the LiteRT interpreter cannot run {os.path.basename(path)} ({how} on its first invoke"
+                           + (f": {said[-1][:300]})" if said else ")"))  # fmt: skip
 
 
 def _quantization(details):

@@ -246,5 +246,9 @@ TASK = registry.register(registry.DecoderTask(
     name="language_model", recipe="generation", metric=METRIC, build=build, compile=compile, score=score,
     litert_formats=LITERT_FORMATS, parts=parts, evaluate=evaluate, part_names=PARTS, step_part=STEP_PART,
     verb="toolkit generate", drop=perplexity_increase,
+    # The pointer's masked scores (-1e9 where no token is) share one int8 scale with its maximum: the
+    # int8 ADD between them needs a rescale above 1, and LiteRT aborts the process preparing it
+    # (tflite::QuantizeMultiplierSmallerThanOneExp). Integer step files keep the pointer in float.
+    float_layers=("pointer",),
     description="token ids -> next-token logits (a step part with its recurrent state)",
 ))  # fmt: skip
