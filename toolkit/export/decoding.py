@@ -16,7 +16,6 @@ report.json formats (latency_ms there is the step part's batch-1 latency: per to
 
 import os
 
-import keras
 import numpy as np
 
 from toolkit.errors import ToolkitError
@@ -114,19 +113,7 @@ def prepare(run_dir, module):
             found.update(calibration_inputs(module, parts, calibration_data))
         return found
 
-    return {name: _float_layers(module, part) for name, part in parts.items()}, data, reference, calibration
-
-
-def _float_layers(module, part):
-    """The task's float layers (what an integer file keeps in float) anywhere in a part, nested models
-    included: a step holds its decoder's layers one level down."""
-    names, models = set(), [part]
-    while models:
-        for layer in models.pop().layers:
-            names.add(layer.name)
-            if isinstance(layer, keras.Model):
-                models.append(layer)
-    return tuple(name for name in module.float_layers if name in names)
+    return {name: module.float_layers_of(part) for name, part in parts.items()}, data, reference, calibration
 
 
 def export_formats(run_dir, module, threads=2, formats=None):  # module: the DecoderTask
@@ -149,9 +136,8 @@ def decoder_format(run_dir, module, part_names, fmt, data, reference, threads=(2
     for name in part_names:
         path = tflite_path(run_dir, name, fmt)
         samples = samples_by_part.get(name)
-        float_layers = part_names[name] if integer else ()
         converted = litert.convert(os.path.join(run_dir, SAVED_MODEL_DIR, name), fmt.split("_", 1)[1], samples,
-                                   float_layers)  # fmt: skip
+                                   part_names[name])  # fmt: skip
         write_atomic(path, metadata.describe_run_file(converted, run_dir, module, fmt, pipeline.versions(), part=name))
         if integer:  # a calibrated file can abort the interpreter (litert.probe)
             litert.probe(path)

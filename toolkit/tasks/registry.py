@@ -66,9 +66,15 @@ class Task:
         return False
 
     def float_layers_of(self, model):
-        """The task's float layers that this model holds (a multi-task model without its detection head
-        has no decoder to keep in float)."""
-        names = {layer.name for layer in model.layers}
+        """The task's float layers that this model holds, nested models included (a multi-task model
+        without its detection head has no decoder to keep in float; a language model's step holds
+        its pointer one level down, in its decoder)."""
+        names, models = set(), [model]
+        while models:
+            for layer in models.pop().layers:
+                names.add(layer.name)
+                if isinstance(layer, keras.Model):
+                    models.append(layer)
         return tuple(layer for layer in self.float_layers if layer in names)
 
 
