@@ -94,3 +94,45 @@ def test_recalibration_averages_batch_statistics_and_leaves_frozen_layers():
 
     with pytest.raises(ToolkitError, match="no training batch"):
         training.recalibrate_batch_norm(model, [])
+
+
+def test_the_learning_rate_schedule_is_keras_cosine_decay_built_once_per_traced_step():
+    """Every task's schedule (registry.warmup_cosine) gives Keras' CosineDecay-with-warm-up values, and
+    AdamW trains to the same weights with either; inside one traced step it is built once, where
+    Keras' TensorFlow AdamW asks for it once per variable (weight decay): tracing a small detector's
+    train step took about half as long (benchmarks/RESULTS.md, suite time)."""
+    import keras
+    import tensorflow as tf
+
+    from toolkit.tasks import registry
+
+    ours = registry.warmup_cosine(5e-3, 40)
+    keras_own = keras.optimizers.schedules.CosineDecay(5e-4, 38, warmup_target=5e-3, warmup_steps=2)
+    steps = np.arange(45)
+    np.testing.assert_array_equal([float(ours(s)) for s in steps], [float(keras_own(s)) for s in steps])
+    again = keras.optimizers.schedules.deserialize(keras.optimizers.schedules.serialize(ours))
+    assert type(again) is type(ours) and again.get_config() == ours.get_config()
+
+    step = keras.Variable(3, dtype="int64")
+
+    @tf.function
+    def twice():
+        first, second = ours(step), ours(step)
+        assert first is second  # built once in this graph
+        return first
+
+    assert float(twice()) == pytest.approx(float(keras_own(3)), rel=1e-6)  # graph and eager kernels may round apart
+    step.assign(30)
+    assert float(twice()) == pytest.approx(float(keras_own(30)), rel=1e-6)  # it reads the step: not a stale value
+
+    rng = np.random.default_rng(0)
+    x, y = rng.normal(size=(64, 5)).astype("float32"), rng.normal(size=(64, 2)).astype("float32")
+    weights = []
+    for schedule in (ours, keras_own):
+        keras.utils.set_random_seed(0)
+        model = keras.Sequential([keras.Input((5,)), keras.layers.Dense(8, activation="relu"), keras.layers.Dense(2)])
+        model.compile(keras.optimizers.AdamW(schedule, weight_decay=0.05), "mse")
+        model.fit(x, y, batch_size=8, epochs=5, shuffle=False, verbose=0)  # 40 steps: warm-up and decay
+        weights.append(model.get_weights())
+    for a, b in zip(*weights):
+        np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-7)

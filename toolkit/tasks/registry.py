@@ -143,8 +143,57 @@ def backbone_of(model):
 
 def warmup_cosine(learning_rate, total_steps, warmup_fraction=0.05):
     """Every task's learning-rate schedule: linear warm-up from learning_rate / 10 over the first
-    warmup_fraction of the steps, then cosine decay to 0 (Keras' own CosineDecay with warm-up)."""
+    warmup_fraction of the steps, then cosine decay to 0 (Keras' CosineDecay with warm-up, the same
+    values, computed without a graph conditional: WarmupCosineDecay)."""
     warmup = max(1, int(total_steps * warmup_fraction))
-    return keras.optimizers.schedules.CosineDecay(
+    return WarmupCosineDecay(
         learning_rate / 10, max(1, total_steps - warmup), warmup_target=learning_rate, warmup_steps=warmup
     )
+
+
+@keras.saving.register_keras_serializable(package="toolkit")
+class WarmupCosineDecay(keras.optimizers.schedules.CosineDecay):
+    """Keras' CosineDecay with warm-up, value for value, cheaper to trace on TensorFlow.
+
+    Why our own: Keras' TensorFlow AdamW evaluates the schedule once per variable for weight decay
+    (TFOptimizer._apply_weight_decay), so tracing a train step built the schedule's ops, a `cond` of
+    two function graphs among them, once per variable: for a small detector (69 variables) that was
+    about a fifth of the train function's tracing (py-spy), paid by every training before its first
+    step. Here `where` takes the place of `cond` (both branches are a few scalar ops; it picks the
+    value `cond` would have run), and inside one traced TensorFlow graph the schedule is built once
+    for a given step variable and reused: every call within a train step reads the same step."""
+
+    _traced = None  # (graph, step, value) of the last TensorFlow graph this schedule was built into
+
+    def __call__(self, step):
+        graph = _tracing_graph()
+        if graph is not None and self._traced is not None and self._traced[0] is graph and self._traced[1] is step:
+            return self._traced[2]
+        value = self._value(step)
+        if graph is not None:
+            self._traced = (graph, step, value)
+        return value
+
+    def _value(self, step):
+        if self.warmup_target is None:
+            return super().__call__(step)
+        from keras import ops
+
+        with keras.name_scope(self.name):
+            initial = ops.convert_to_tensor(self.initial_learning_rate)
+            dtype = initial.dtype
+            decay_steps, warmup_steps = ops.cast(self.decay_steps, dtype), ops.cast(self.warmup_steps, dtype)
+            target = ops.cast(self.warmup_target, dtype)
+            step = ops.minimum(ops.cast(step, dtype), decay_steps + warmup_steps)
+            warming = self._warmup_function(step, warmup_steps, target, initial)
+            decaying = self._decay_function(step - warmup_steps, decay_steps, target, dtype)
+            return ops.where(step < warmup_steps, warming, decaying)
+
+
+def _tracing_graph():
+    """The TensorFlow graph being traced (a tf.function's), or None: eager execution, other backends."""
+    if keras.backend.backend() != "tensorflow":
+        return None
+    import tensorflow as tf
+
+    return tf.compat.v1.get_default_graph() if tf.inside_function() else None
