@@ -99,8 +99,8 @@ def test_recalibration_averages_batch_statistics_and_leaves_frozen_layers():
 def test_the_learning_rate_schedule_is_keras_cosine_decay_built_once_per_traced_step():
     """Every task's schedule (registry.warmup_cosine) gives Keras' CosineDecay-with-warm-up values, and
     AdamW trains to the same weights with either; inside one traced step it is built once, where
-    Keras' TensorFlow AdamW asks for it once per variable (weight decay): tracing a small detector's
-    train step took about half as long (benchmarks/RESULTS.md, suite time)."""
+    Keras' TensorFlow AdamW asks for it once per variable (weight decay): first steps 38% sooner
+    (benchmarks/training_start.py)."""
     import keras
     import tensorflow as tf
 

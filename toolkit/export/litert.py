@@ -395,9 +395,9 @@ def _dequantize(values, scale, zero_point):
     return (np.asarray(values, np.float32) - zero_point) * scale
 
 
-# The least time one latency figure is measured for (seconds). The test suite sets it near 0: its runs
-# check that each format is timed, not how fast, and at 1 s a format the suite spent ~3 minutes of its
-# 20 on clocks (tests/conftest.py). Benchmarks and users keep the default.
+# The least time one latency figure is measured for (seconds). The test suite sets it to 0
+# (tests/conftest.py): its runs check that each format is timed, not how fast, and at 1 s a format the
+# clock was a few seconds of every exported run (py-spy). Benchmarks and users keep the default.
 LATENCY_SECONDS_ENV = "TOOLKIT_LATENCY_SECONDS"
 
 
