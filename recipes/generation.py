@@ -87,7 +87,8 @@ def main(argv=None):
 
     model = language_model.build(args.backbone, length, len(vocabulary), args.head_dropout, **options)
     recipe.start_from_preset(model.get_layer("decoder"), args)
-    language_model.compile(model, args.learning_rate, args.epochs * math.ceil(len(train_windows) / args.batch_size))
+    steps = args.epochs * math.ceil(len(train_windows) / args.batch_size)
+    trainer = language_model.compile(model, args.learning_rate, steps)  # what fit trains: the same weights
 
     # The baseline on the same tokens: Kneser-Ney on the training stream, its order chosen on validation;
     # it scores the same lanes (each token given its n-1 predecessors in the lane) and the same windows.
@@ -100,7 +101,7 @@ def main(argv=None):
     ngram_test_windows = lm_metrics.perplexity(ngram[best].negative_log_likelihoods(test_windows))
 
     with recipe.TrainingRun("language_model", args, argv, options) as run:
-        run.fit(model, train, validation, backbone=model.get_layer("decoder"))
+        run.fit(trainer, train, validation, backbone=model.get_layer("decoder"))
         tokenizer.save_vocabulary(vocabulary, run.path)
         teacher_forced = language_model.score(model.predict(test_windows[:, :-1], verbose=0), test_windows)
         # The trained model read along the lanes: its neural cache and its mixture with the n-gram, both

@@ -61,7 +61,7 @@ def main(argv=None):
     decoder = model.get_layer("decoder")
     recipe.start_from_preset(decoder, args)
     steps = args.epochs * math.ceil(len(train_windows) / args.batch_size)
-    language_model.compile(model, args.learning_rate, steps)
+    trainer = language_model.compile(model, args.learning_rate, steps)  # what fit trains: the same weights
 
     def describe(history):
         return {
@@ -74,7 +74,7 @@ def main(argv=None):
             "validation": {"perplexity": float(np.exp(recipe.best_epoch_figures(history)["val_loss"]))},
         }  # fmt: skip
 
-    preset, _ = recipe.pretrain("text", args, argv, model, decoder, train, validation, describe, vocabulary)
+    preset, _ = recipe.pretrain("text", args, argv, trainer, decoder, train, validation, describe, vocabulary)
     print(f"validation perplexity {preset.metadata['validation']['perplexity']:.2f} (teacher-forced windows)")
     return preset
 

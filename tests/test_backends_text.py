@@ -47,8 +47,10 @@ keras.utils.set_random_seed({seed})
 model = language_model.build("causal_rnn", 12, 40, 0.0, width=16, embedding_dim=16, tied_output=True,
                              pointer_window=5)
 rows = np.random.default_rng(0).integers(1, 40, (4, 13)).astype("int32")
-language_model.compile(model, 1e-2, 4)
-model.fit(rows[:, :-1], rows[:, 1:], epochs=2, verbose=0)
+trainer = language_model.compile(model, 1e-2, 4)
+before = np.asarray(model.predict(rows[:, :-1], verbose=0))
+trainer.fit({{"tokens": rows[:, :-1], "targets": rows[:, 1:]}}, rows[:, 1:], epochs=2, verbose=0)
+assert np.abs(np.asarray(model.predict(rows[:, :-1], verbose=0)) - before).max() > 1e-4, "the trainer trains the model"
 logits = np.asarray(model.predict(rows[:, :-1], verbose=0), np.float64)
 expected = np.take_along_axis(logits - np.log(np.exp(logits).sum(-1, keepdims=True)), rows[:, 1:, None], -1)[..., 0]
 log_p, _ = language_model.read_along(decoding.keras_engine(language_model.parts(model)["step"]), rows)
@@ -59,8 +61,8 @@ print("max diff", float(np.abs(log_p - expected).max()))
 @pytest.mark.cross_backend
 @pytest.mark.parametrize("backend", ["jax", "torch"])
 def test_the_pointer_window_step_matches_teacher_forcing_on(backend):
-    """causal_rnn's attention window (state that slides from step to step) trains and steps alike
-    on jax and torch."""
+    """causal_rnn's attention window (state that slides from step to step) trains through the
+    language model's trainer (the targets' log-probabilities alone) and steps alike on jax and torch."""
     out = run_python(ATTENTION_WINDOW_STEP.format(backend=backend, seed=SEED), backend=backend)
     diff = float(out.split("max diff")[-1].split()[0])
     assert diff < 1e-4, out

@@ -35,11 +35,12 @@ def test_training_windows_are_batched_without_tf_data_autotuning():
     windows = np.arange(50, dtype=np.int32).reshape(10, 5)
     ds = corpus.batches(windows, 4, shuffle=True, seed=0)
     assert ds.options().autotune.enabled is False
-    batches = list(ds.as_numpy_iterator())
-    assert [len(x) for x, _ in batches] == [4, 4, 2]
-    for x, y in batches:
+    batches = [(x["tokens"], x["targets"], y) for x, y in ds.as_numpy_iterator()]
+    assert [len(x) for x, _, _ in batches] == [4, 4, 2]
+    for x, targets, y in batches:
         np.testing.assert_array_equal(x[:, 1:], y[:, :-1])
-    assert sorted(x[0] for b, _ in batches for x in b) == list(range(0, 50, 5))
+        np.testing.assert_array_equal(targets, y)  # the trainer reads the targets as an input too
+    assert sorted(x[0] for b, _, _ in batches for x in b) == list(range(0, 50, 5))
 
 
 def test_kneser_ney_is_a_distribution_and_uses_its_context():
@@ -117,36 +118,49 @@ def test_the_pointer_window_slides_in_the_step_exactly_as_in_the_teacher_forced_
     assert after["state_memory_tokens"][2].tolist() == [*rows[2, 7:9], 0, 0, 0]  # 7, 8 real; 9-11 padding
 
 
-def test_the_pointer_model_trains_on_its_log_probabilities_with_keras_loss_and_gradients():
-    """A pointer model's outputs are log-probabilities: compile gives it LogProbabilityLoss, which must
-    equal Keras' sparse cross-entropy on them (padding left out) in value and in every weight's
-    gradient; a model without the pointer keeps Keras' loss."""
+@pytest.mark.parametrize("options", [{"pointer_window": 5}, {}, {"tied_output": False}],
+                         ids=["pointer", "tied", "untied"])  # fmt: skip
+def test_the_trainer_gives_keras_loss_and_gradients_of_the_model_it_shares_weights_with(options):
+    """language_model.trainer computes only the targets' log-probabilities (the pointer mixes its two
+    distributions at the targets alone). Its LogProbabilityLoss must equal Keras' sparse
+    cross-entropy on the model's full outputs (padding left out) in value and in every weight's
+    gradient, and fitting it trains the model: the same weights."""
     import keras
     import tensorflow as tf
 
     from toolkit.tasks import language_model
 
     keras.utils.set_random_seed(SEED)
-    model = language_model.build("causal_rnn", 12, 50, 0.0, width=16, embedding_dim=16, tied_output=True,
-                                 pointer_window=5)  # fmt: skip
-    language_model.compile(model, 1e-3, 10)
-    assert isinstance(model.loss, language_model.LogProbabilityLoss)
-    plain = language_model.build("causal_rnn", 12, 50, 0.0, width=16, embedding_dim=16, tied_output=True)
-    language_model.compile(plain, 1e-3, 10)
-    assert isinstance(plain.loss, keras.losses.SparseCategoricalCrossentropy)
+    model = language_model.build("causal_rnn", 12, 50, 0.0, width=16, embedding_dim=16,
+                                 **{"tied_output": True, **options})  # fmt: skip
+    trainer = language_model.compile(model, 1e-2, 10)
+    assert trainer.name == "language_model_trainer" and trainer.optimizer is model.optimizer
+    assert [w.path for w in trainer.trainable_weights] == [w.path for w in model.trainable_weights]
+    assert isinstance(trainer.loss, language_model.LogProbabilityLoss)
 
     rows = np.random.default_rng(SEED).integers(1, 50, (4, 13)).astype(np.int32)
     rows[1, 7:] = 0  # padding: no target there
+    inputs = {"tokens": rows[:, :-1], "targets": rows[:, 1:]}
     keras_loss = keras.losses.SparseCategoricalCrossentropy(from_logits=True, ignore_class=0)
     results = []
-    for loss in (model.loss, keras_loss):
+    for loss, outputs in ((trainer.loss, lambda: trainer(inputs)), (keras_loss, lambda: model(rows[:, :-1]))):
         with tf.GradientTape() as tape:
-            value = loss(rows[:, 1:], model(rows[:, :-1]))
-        results.append((float(value), tape.gradient(value, model.trainable_weights)))
+            value = loss(rows[:, 1:], outputs())
+        gradients = tape.gradient(value, model.trainable_weights)
+        results.append((float(value), [keras.ops.convert_to_numpy(keras.ops.convert_to_tensor(g)) for g in gradients]))
     (ours, ours_grads), (theirs, their_grads) = results
     assert ours == pytest.approx(theirs, rel=1e-5) and ours > 1.0  # ln 50 = 3.9 for an untrained model
     for weight, a, b in zip(model.trainable_weights, ours_grads, their_grads):
         np.testing.assert_allclose(a, b, rtol=1e-3, atol=1e-6, err_msg=weight.path)
+
+    before = model.predict(rows[:, :-1], verbose=0)
+    history = trainer.fit(inputs, rows[:, 1:], epochs=5, verbose=0).history["loss"]
+    assert history[-1] < history[0]
+    assert np.abs(model.predict(rows[:, :-1], verbose=0) - before).max() > 1e-3  # the model it shares weights with
+    # The model itself is compiled too (it can be fit as it is; its .keras file keeps the optimiser
+    # state): a pointer model's outputs are log-probabilities already.
+    pointer = "pointer_window" in options
+    assert isinstance(model.loss, language_model.LogProbabilityLoss if pointer else keras.losses.SparseCategoricalCrossentropy)
 
 
 def _copy_task_nll(pointer_window, seed, epochs=20):
@@ -162,8 +176,9 @@ def _copy_task_nll(pointer_window, seed, epochs=20):
     rows = np.concatenate([first, first, first[:, :1]], axis=1).astype(np.int32)  # 17 tokens: 16 in, 16 targets
     options = {"pointer_window": pointer_window} if pointer_window else {}
     model = language_model.build("causal_rnn", 16, 32, 0.0, width=32, embedding_dim=32, tied_output=True, **options)
-    language_model.compile(model, 1e-2, epochs * 1280 // 64)
-    model.fit(rows[:1280, :-1], rows[:1280, 1:], batch_size=64, epochs=epochs, verbose=0)
+    trainer = language_model.compile(model, 1e-2, epochs * 1280 // 64)
+    trainer.fit({"tokens": rows[:1280, :-1], "targets": rows[:1280, 1:]}, rows[:1280, 1:], batch_size=64,
+                epochs=epochs, verbose=0)  # fmt: skip
     logits = model.predict(rows[1280:, :-1], verbose=0).astype(np.float64)
     top = logits.max(-1, keepdims=True)
     log_p = logits - top - np.log(np.exp(logits - top).sum(-1, keepdims=True))
@@ -199,10 +214,11 @@ def test_the_tied_output_step_exports_and_litert_decodes_like_keras(tmp_path, wi
     step = language_model.parts(model)[language_model.STEP_PART]
     cells = [layer.cell for layer in step._flatten_layers() if isinstance(layer, keras.layers.GRU)]
     assert cells and all(c.recurrent_dropout == 0 and c.implementation == 2 for c in cells)  # fused gates
-    language_model.compile(model, 1e-2, 8)
+    trainer = language_model.compile(model, 1e-2, 8)
     rng = np.random.default_rng(SEED)
     windows = rng.integers(1, 40, (64, 9)).astype(np.int32)
-    model.fit(windows[:, :-1], windows[:, 1:], batch_size=16, epochs=1, verbose=0)
+    trainer.fit({"tokens": windows[:, :-1], "targets": windows[:, 1:]}, windows[:, 1:], batch_size=16, epochs=1,
+                verbose=0)  # fmt: skip
     test = {"windows": windows[:8], "lanes": windows[:4].reshape(2, -1), "prompts": windows[:4, :3], "new_tokens": 6}
     calibration = {"windows": windows[8:40], "prompts": windows[8:12, :3], "new_tokens": 6}
     formats, _, _ = export_decoding.finish_run(str(tmp_path), model, "language_model", test, 2, calibration)

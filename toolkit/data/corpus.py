@@ -82,10 +82,13 @@ def token_stream(tokenize, paragraphs):
 
 
 def batches(windows, batch_size, shuffle=False, seed=0):
-    """(inputs, labels) batches of windows: each window's tokens and the same shifted by one."""
+    """({"tokens", "targets"}, targets) batches of windows: each window's tokens and the same shifted
+    by one, the targets also as an input, which a language model's trainer reads
+    (toolkit.tasks.language_model.trainer: it computes only the targets' log-probabilities)."""
     import tensorflow as tf
 
-    ds = tf.data.Dataset.from_tensor_slices((windows[:, :-1], windows[:, 1:]))
+    tokens, targets = windows[:, :-1], windows[:, 1:]
+    ds = tf.data.Dataset.from_tensor_slices(({"tokens": tokens, "targets": targets}, targets))
     if shuffle:
         ds = ds.shuffle(len(windows), seed=seed, reshuffle_each_iteration=True)
     # No tf.data autotuning: a pipeline of slices and batches has nothing to tune, and deleting an

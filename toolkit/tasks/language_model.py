@@ -53,30 +53,87 @@ def build(backbone="causal_rnn", sequence_length=64, vocabulary_size=2000, head_
     return keras.Model(tokens, logits, name="language_model")
 
 
+def trainer(model):
+    """The model `fit` trains for a language model: {"tokens" (B, T), "targets" (B, T)} -> the
+    log-probability of each target (B, T), sharing every layer and weight with `model` (what training
+    it changes, `model` predicts and exports). The loss and its gradients are those of `model`'s
+    (B, T, V) outputs at the targets; only the pass is cheaper: a pointer model (`RecentPointer`)
+    mixes its two distributions at the targets alone, 13% less time per step for the generation
+    recipe's model (benchmarks/RESULTS.md, issue 18); without a pointer the targets are picked from
+    a log-softmax of the logits. `compile` returns it compiled; corpus.batches gives its inputs."""
+    from toolkit.heads.sequence import zero_states
+
+    tokens = keras.Input(model.input.shape[1:], dtype="int32", name="tokens")
+    targets = keras.Input(model.input.shape[1:], dtype="int32", name="targets")
+    decoder = model.get_layer("decoder") if any(layer.name == "decoder" for layer in model.layers) else None
+    pointer = next((layer for layer in decoder.layers if isinstance(layer, RecentPointer)), None) if decoder else None
+    if pointer is None:
+        picked = TargetLogProbability(name="target_log_probability")([model(tokens), targets])
+        return keras.Model({"tokens": tokens, "targets": targets}, picked, name="language_model_trainer")
+    # The pointer called once more on the tensors it reads inside the decoder, with the targets: a
+    # second graph through the same layers that ends at each target's log-probability.
+    inner = keras.Input(model.input.shape[1:], dtype="int32", name="targets")
+    picked = pointer([*pointer.input, inner])[0]
+    at_targets = keras.Model({**decoder.input, "targets": inner}, picked, name="decoder_at_targets")
+    states = zero_states([t for t in decoder.inputs if t.name.startswith("state_")], tokens)
+    picked = at_targets({"tokens": tokens, "targets": targets, **states})
+    return keras.Model({"tokens": tokens, "targets": targets}, picked, name="language_model_trainer")
+
+
 def compile(model, learning_rate=3e-3, total_steps=1000, warmup_fraction=0.05):
-    """translation's optimiser, schedule and loss; a model whose outputs already are log-probabilities
-    (the pointer's mixture) gets `LogProbabilityLoss`, the same loss and gradients at less cost."""
+    """Compiles `model` with translation's optimiser and schedule, and returns `trainer(model)`
+    compiled with the same optimiser and `LogProbabilityLoss`: the model to fit (the same loss and
+    gradients, less time), while `model`, which it trains, is the one to save and export, its
+    optimiser state included. `model` itself gets LogProbabilityLoss where its outputs are
+    log-probabilities (a pointer's mixture), Keras' sparse cross-entropy on logits otherwise, so it
+    can be fit as it is too."""
     import toolkit.tasks.translation as translation
 
-    loss = LogProbabilityLoss() if outputs_log_probabilities(model) else None
-    return translation.compile(model, learning_rate, total_steps, warmup_fraction, loss)
+    translation.compile(model, learning_rate, total_steps, warmup_fraction,
+                        LogProbabilityLoss() if outputs_log_probabilities(model) else None)  # fmt: skip
+    fitted = trainer(model)
+    fitted.compile(optimizer=model.optimizer, loss=LogProbabilityLoss())
+    return fitted
 
 
 def outputs_log_probabilities(model):
-    """Whether the model's logits are normalised log-probabilities: a causal backbone with a pointer
+    """Whether the model's outputs are log-probabilities: a causal backbone with a pointer
     (`RecentPointer`) mixes two distributions and returns the log of the mixture."""
     decoder = model.get_layer("decoder") if any(layer.name == "decoder" for layer in model.layers) else model
     return any(isinstance(layer, RecentPointer) for layer in decoder.layers)
 
 
 @keras.saving.register_keras_serializable(package="toolkit")
+class TargetLogProbability(keras.layers.Layer):
+    """[logits (B, T, V), targets (B, T) int] -> log-softmax of the logits at each target (B, T)."""
+
+    def __init__(self, **kwargs):
+        super().__init__(**kwargs)
+        self.supports_masking = True
+
+    def call(self, inputs):
+        from keras import ops
+
+        logits, targets = inputs
+        picked = ops.take_along_axis(logits, ops.expand_dims(ops.cast(targets, "int32"), -1), axis=-1)
+        return ops.squeeze(picked, -1) - ops.logsumexp(logits, axis=-1)
+
+    def compute_mask(self, inputs, mask=None):
+        return None if mask is None else mask[0]
+
+    def compute_output_spec(self, inputs):
+        return keras.KerasTensor(inputs[1].shape, dtype=self.compute_dtype)
+
+
+@keras.saving.register_keras_serializable(package="toolkit")
 class LogProbabilityLoss(keras.losses.Loss):
     """Mean negative log-likelihood of integer targets under outputs that are log-probabilities,
-    padding targets (0) left out: Keras' SparseCategoricalCrossentropy(from_logits=True,
-    ignore_class=0) on the same outputs, whose log-softmax of an already normalised (B, T, V) tensor
-    changes neither the loss nor the parameters' gradients (the probabilities sum to one whatever
-    the weights) but costs more passes over it, forward and backward: 9% of the pointer model's
-    training step (benchmarks/RESULTS.md, issue 18)."""
+    either of every token (B, T, V) or of the targets alone (B, T, `trainer`), padding targets (0)
+    left out: Keras' SparseCategoricalCrossentropy(from_logits=True, ignore_class=0) on the same
+    outputs, whose log-softmax of an already normalised (B, T, V) tensor changes neither the loss
+    nor the parameters' gradients (the probabilities sum to one whatever the weights) but costs more
+    passes over it, forward and backward: 9% of the pointer model's training step
+    (benchmarks/RESULTS.md, issue 18)."""
 
     def __init__(self, name="log_probability_loss", **kwargs):
         super().__init__(name=name, **kwargs)
@@ -86,7 +143,9 @@ class LogProbabilityLoss(keras.losses.Loss):
         from keras.src.backend import set_keras_mask  # no public form; keras is pinned to 3.15
 
         labels = ops.cast(y_true, "int32")
-        picked = ops.squeeze(ops.take_along_axis(y_pred, ops.expand_dims(labels, -1), axis=-1), -1)
+        picked = y_pred  # a trainer's: one figure per target
+        if len(y_pred.shape) == len(labels.shape) + 1:
+            picked = ops.squeeze(ops.take_along_axis(y_pred, ops.expand_dims(labels, -1), axis=-1), -1)
         real = ops.not_equal(labels, 0)
         losses = ops.where(real, -picked, 0.0)
         # As Keras' ignore_class does: the mask makes the reduction a mean over real targets (and it
