@@ -24,7 +24,8 @@ for name in backbones.names("vision"):
     # Adam: hub_resnet's raw P5 features reach ~200, where plain SGD at 0.01 can diverge on some inits.
     classifier.compile(keras.optimizers.Adam(1e-3), "sparse_categorical_crossentropy")
     history = classifier.fit(images, labels, batch_size=16, epochs=3, verbose=0).history["loss"]
-    probabilities = classifier.predict(images, verbose=0)
+    # the training batch size: 48 images in batches of 32 would compile a second, 16-image predict step on JAX
+    probabilities = classifier.predict(images, batch_size=16, verbose=0)
     assert probabilities.shape == (48, 3) and np.isfinite(probabilities).all(), name
     print(name, "ok", history[-1] / history[0])
 """
