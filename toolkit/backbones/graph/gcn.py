@@ -21,28 +21,38 @@ from toolkit.backbones.registry import register
 
 @keras.saving.register_keras_serializable(package="toolkit")
 class Propagation(keras.layers.Layer):
-    """Raw adjacency (B, N, N) -> "symmetric": D^-1/2 (A + I) D^-1/2, or "mean": row-normalised A."""
+    """Raw adjacency (B, N, N) -> "symmetric": D^-1/2 (A + I) D^-1/2, or "mean": row-normalised A.
 
-    def __init__(self, mode="symmetric", **kwargs):
+    factored=True (what the backbones build) returns the matrix and the per-node scale apart, [A + I,
+    D^-1/2 (B, N, 1)] or [A, 1/D], and GraphConv applies the scale to the (N, units) features on
+    both sides of the product instead of to the (N, N) matrix: the same figures with two N x N
+    multiplications fewer, and an integer file whose matrix holds exact small integers (0, 1, 2)
+    instead of per-tensor int8 steps of 1/sqrt(d_i d_j). (Not factored: run folders written before.)"""
+
+    def __init__(self, mode="symmetric", factored=False, **kwargs):
         super().__init__(**kwargs)
-        self.mode = mode
+        self.mode, self.factored = mode, bool(factored)
 
     def call(self, adjacency):
         if self.mode == "mean":
-            degree = ops.sum(adjacency, axis=-1, keepdims=True)
-            return adjacency / ops.maximum(degree, 1e-6)
+            inverse = 1.0 / ops.maximum(ops.sum(adjacency, axis=-1, keepdims=True), 1e-6)
+            return [adjacency, inverse] if self.factored else adjacency * inverse
         n = ops.shape(adjacency)[-1]
         a = adjacency + ops.eye(n, dtype=adjacency.dtype)
         scale = ops.rsqrt(ops.sum(a, axis=-1))  # degree >= 1 thanks to the self loop
+        if self.factored:
+            return [a, ops.expand_dims(scale, -1)]
         return a * ops.expand_dims(scale, -1) * ops.expand_dims(scale, -2)
 
     def get_config(self):
-        return {**super().get_config(), "mode": self.mode}
+        return {**super().get_config(), "mode": self.mode, "factored": self.factored}
 
 
 @keras.saving.register_keras_serializable(package="toolkit")
 class GraphConv(keras.layers.Layer):
-    """One graph convolution: "gcn" = P H W + b; "sage" = H W_self + P H W_neigh + b (P row-normalised)."""
+    """One graph convolution: "gcn" = P H W + b; "sage" = H W_self + P H W_neigh + b (P row-normalised).
+    inputs: [H, P] or, from a factored Propagation, [H, matrix, scale] with P = diag(scale) matrix
+    (diag(scale) on the right as well for "gcn")."""
 
     def __init__(self, units, aggregation="gcn", activation="relu", **kwargs):
         super().__init__(**kwargs)
@@ -58,12 +68,15 @@ class GraphConv(keras.layers.Layer):
         self.bias = self.add_weight(shape=(self.units,), initializer="zeros", name="bias")
 
     def call(self, inputs):
-        nodes, propagation = inputs
+        nodes, matrix, *scale = inputs
+        scale = scale[0] if scale else None
         if self.aggregation == "sage":
-            neighbours = ops.matmul(propagation, nodes)
+            neighbours = ops.matmul(matrix, nodes) if scale is None else scale * ops.matmul(matrix, nodes)
             out = ops.matmul(nodes, self.kernel) + ops.matmul(neighbours, self.neighbour_kernel)
+        elif scale is None:
+            out = ops.matmul(matrix, ops.matmul(nodes, self.kernel))
         else:
-            out = ops.matmul(propagation, ops.matmul(nodes, self.kernel))
+            out = scale * ops.matmul(matrix, scale * ops.matmul(nodes, self.kernel))
         return self.activation(out + self.bias)
 
     def compute_output_shape(self, input_shape):
@@ -82,12 +95,13 @@ def _graph_backbone(name, aggregation, input_shape, width, depth, dropout):
     nodes, features = input_shape
     x_in = keras.Input((nodes, features), name="features")
     adjacency = keras.Input((nodes, nodes), name="adjacency")
-    propagation = Propagation("mean" if aggregation == "sage" else "symmetric", name="propagation")(adjacency)
+    propagation = Propagation("mean" if aggregation == "sage" else "symmetric", factored=True,
+                              name="propagation")(adjacency)  # fmt: skip
     x = x_in
     for i in range(depth):
         if dropout:
             x = keras.layers.Dropout(dropout, name=f"dropout_{i}")(x)
-        x = GraphConv(width, aggregation, name=f"graph_conv_{i}")([x, propagation])
+        x = GraphConv(width, aggregation, name=f"graph_conv_{i}")([x, *propagation])
     pooled = keras.layers.GlobalAveragePooling1D(name="pooled")(x)
     return keras.Model({"features": x_in, "adjacency": adjacency}, {"sequence": x, "pooled": pooled}, name=name)
 
