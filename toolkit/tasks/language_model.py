@@ -65,7 +65,7 @@ def trainer(model):
 
     tokens = keras.Input(model.input.shape[1:], dtype="int32", name="tokens")
     targets = keras.Input(model.input.shape[1:], dtype="int32", name="targets")
-    decoder = model.get_layer("decoder") if any(layer.name == "decoder" for layer in model.layers) else None
+    decoder = _decoder(model)
     pointer = next((layer for layer in decoder.layers if isinstance(layer, RecentPointer)), None) if decoder else None
     if pointer is None:
         picked = TargetLogProbability(name="target_log_probability")([model(tokens), targets])
@@ -99,8 +99,12 @@ def compile(model, learning_rate=3e-3, total_steps=1000, warmup_fraction=0.05):
 def outputs_log_probabilities(model):
     """Whether the model's outputs are log-probabilities: a causal backbone with a pointer
     (`RecentPointer`) mixes two distributions and returns the log of the mixture."""
-    decoder = model.get_layer("decoder") if any(layer.name == "decoder" for layer in model.layers) else model
-    return any(isinstance(layer, RecentPointer) for layer in decoder.layers)
+    return any(isinstance(layer, RecentPointer) for layer in (_decoder(model) or model).layers)
+
+
+def _decoder(model):
+    """The causal backbone nested in a language model (its "decoder" layer), or None."""
+    return next((layer for layer in model.layers if layer.name == "decoder"), None)
 
 
 @keras.saving.register_keras_serializable(package="toolkit")
