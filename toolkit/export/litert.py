@@ -163,8 +163,8 @@ def _float_io(quantized, fp32_model):
         return {(kind, m.name) for kind in ("inputs", "outputs") for m in getattr(signature, kind)
                 if graph.tensors[m.tensorIndex].type == float32}  # fmt: skip
 
-    wanted = float_names(flatbuffer_utils.convert_bytearray_to_object(bytearray(fp32_model)))
-    model = flatbuffer_utils.convert_bytearray_to_object(bytearray(quantized))
+    wanted = float_names(flatbuffer_object(fp32_model))
+    model = flatbuffer_object(quantized)
     (signature,) = model.signatureDefs
     graph = model.subgraphs[signature.subgraphIndex]
 
@@ -207,6 +207,18 @@ def _float_io(quantized, fp32_model):
             setattr(graph, kind, [twin if i == item.tensorIndex else i for i in getattr(graph, kind)])
             item.tensorIndex = twin
     return bytes(flatbuffer_utils.convert_object_to_bytearray(model)) if changed else quantized
+
+
+def flatbuffer_object(tflite):
+    """A .tflite file's bytes as TensorFlow's flatbuffer object (schema ModelT), every buffer's data
+    inline. ai-edge-quantizer writes a model with 256 KiB or more of weights with its buffers after the
+    flatbuffer (each buffer an offset and a size); `convert_bytearray_to_object` keeps those fields but
+    not the bytes they point to, so an object re-serialised from it (our float I/O fix, the metadata)
+    lost its weights and the interpreter refused the file: "Constant buffer 3 specified an out of
+    range offset". TensorFlow's `read_model_from_bytearray` reads the bytes in."""
+    from tensorflow.lite.tools import flatbuffer_utils
+
+    return flatbuffer_utils.read_model_from_bytearray(bytearray(tflite))
 
 
 def _selectively_quantized(converter, saved_model_dir, float_layers, quantization):

@@ -142,9 +142,9 @@ def signature_names(tflite):
 
 
 def _model_object(tflite):
-    from tensorflow.lite.tools import flatbuffer_utils
+    from toolkit.export.litert import flatbuffer_object
 
-    return flatbuffer_utils.convert_bytearray_to_object(bytearray(_flatbuffer_part(tflite)))
+    return flatbuffer_object(_flatbuffer_part(tflite))
 
 
 def _names(model):
