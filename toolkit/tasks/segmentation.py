@@ -30,7 +30,7 @@ LEVEL = "P2"  # the FPN level the head reads (stride 4)
 IGNORE_INDEX = segmentation_metrics.IGNORE_INDEX
 
 
-def build(backbone="resnet", input_shape=(128, 128, 1), num_classes=11, neck_channels=48, head_channels=48,
+def build(backbone="resnet", input_shape=(128, 128, 1), num_classes=11, neck_channels=96, head_channels=96,
           head_depth=2, **backbone_options):  # fmt: skip
     """The training model: image -> backbone (a nested model) -> FPN -> per-pixel logits.
 
