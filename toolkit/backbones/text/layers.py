@@ -5,10 +5,12 @@ import numpy as np
 from keras import ops
 
 
-# Layers an int8 file keeps in float (the tasks' `float_layers`): the reversal matrices, one-hot from
-# integer positions, came out of the int8 converter wrong. The default translation run's int8 file
-# decoded at BLEU 6.8 against Keras' 100 and only its encoder's `reverse_real_tokens` in float gave
-# 99.99 (benchmarks/RESULTS.md, issue 19); the matrix products that apply them stay int8.
+# Layers an int8 file keeps in float (the tasks' `float_layers`): the reversal matrices' ONE_HOT. The
+# int8 converter quantizes its on value (1.0: 127 at scale 1/255, zero point -128) and its off value
+# (0.0: 0 at scale ~4e-9, zero point 0) apart, and the kernel copies both raw into the on value's
+# scale, so every 0 of the matrix read 0.502. The default translation run's int8 file decoded at BLEU
+# 6.8 against Keras' 100; with `reverse_real_tokens` in float, 99.99 (benchmarks/RESULTS.md, issue 19).
+# The matrix products that apply them stay int8.
 INTEGER_FILE_FLOAT_LAYERS = ("reverse_real_tokens",)
 
 
