@@ -10,7 +10,6 @@ import keras
 import numpy as np
 
 from toolkit import backbones
-from toolkit.backbones.text.layers import INTEGER_FILE_FLOAT_LAYERS
 from toolkit.errors import ToolkitError
 from toolkit.heads.classification import probabilities_head, wide_and_deep_head
 from toolkit.heads.sequence import zero_states
@@ -68,6 +67,5 @@ def score(probabilities, labels):
 
 TASK = registry.register(registry.Task(
     name="text_classification", recipe="sentiment", metric=METRIC, build=build, compile=compile, score=score,
-    litert_formats=LITERT_FORMATS, float_layers=INTEGER_FILE_FLOAT_LAYERS,
-    description="token ids -> class probabilities",
+    litert_formats=LITERT_FORMATS, description="token ids -> class probabilities",
 ))  # fmt: skip

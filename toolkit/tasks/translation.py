@@ -27,7 +27,7 @@ import keras
 import numpy as np
 
 from toolkit import backbones
-from toolkit.backbones.text.layers import INTEGER_FILE_FLOAT_LAYERS, PaddingMask
+from toolkit.backbones.text.layers import PaddingMask
 from toolkit.backbones.text.rnn import POINTER_STATE_PREFIX
 from toolkit.data import tokenizer
 from toolkit.errors import ToolkitError
@@ -232,6 +232,6 @@ def bleu_lost(keras_bleu, bleu):
 TASK = registry.register(registry.DecoderTask(
     name="translation", recipe="translation", metric=METRIC, build=build, compile=compile, score=score,
     litert_formats=LITERT_FORMATS, parts=parts, evaluate=evaluate, part_names=PARTS, step_part=STEP_PART,
-    verb="toolkit translate", drop=bleu_lost, float_layers=INTEGER_FILE_FLOAT_LAYERS,
+    verb="toolkit translate", drop=bleu_lost,
     description="source token ids -> target token ids (encoder + decoder step, greedy or beam)",
 ))  # fmt: skip

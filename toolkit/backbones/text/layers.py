@@ -5,15 +5,6 @@ import numpy as np
 from keras import ops
 
 
-# Layers an int8 file keeps in float (the tasks' `float_layers`): the reversal matrices' ONE_HOT. The
-# int8 converter quantizes its on value (1.0: 127 at scale 1/255, zero point -128) and its off value
-# (0.0: 0 at scale ~4e-9, zero point 0) apart, and the kernel copies both raw into the on value's
-# scale, so every 0 of the matrix read 0.502. The default translation run's int8 file decoded at BLEU
-# 6.8 against Keras' 100; with `reverse_real_tokens` in float, 99.99 (benchmarks/RESULTS.md, issue 19).
-# The matrix products that apply them stay int8.
-INTEGER_FILE_FLOAT_LAYERS = ("reverse_real_tokens",)
-
-
 @keras.saving.register_keras_serializable(package="toolkit")
 class PaddingMask(keras.layers.Layer):
     """token ids -> bool mask of real tokens (id 0 is padding). A layer, not a Lambda: safe_mode loads it."""
@@ -30,14 +21,21 @@ class ReverseRealTokens(keras.layers.Layer):
     """Padding mask (B, T) -> (B, T, T) matrices that reverse each text's real tokens in place
     ([a b c pad pad] -> [c b a pad pad]) when multiplied with a (B, T, D) sequence; padding stays
     at the end, so a plain forward recurrence over the result reads each text backwards. Applying
-    the same matrix again undoes it. Builtin LiteRT ops only (OneHot/Select, BatchMatMul)."""
+    the same matrix again undoes it. Builtin LiteRT ops only (Select, Equal, Cast, BatchMatMul).
+
+    The matrices come from Equal + Cast, not ONE_HOT: the int8 converter quantizes ONE_HOT's on value
+    (1.0: 127 at scale 1/255, zero point -128) and off value (0.0: 0 at scale ~4e-9, zero point 0)
+    apart, and the kernel copies both raw into the on value's scale, so every 0 read 0.502. The
+    translation run's int8 file decoded at BLEU 6.8 against 100 with ONE_HOT, 99.99 with this; the
+    float figures are identical (benchmarks/RESULTS.md, issue 19)."""
 
     def call(self, mask):
         steps = ops.shape(mask)[1]
         lengths = ops.sum(ops.cast(mask, "int32"), axis=1, keepdims=True)
         position = ops.expand_dims(ops.arange(steps, dtype="int32"), 0)
         source = ops.where(position < lengths, lengths - 1 - position, position)
-        return ops.one_hot(source, steps, dtype=self.compute_dtype)
+        matches = ops.equal(ops.expand_dims(source, -1), ops.expand_dims(position, 0))  # (B, T, T) bool
+        return ops.cast(matches, self.compute_dtype)
 
     def compute_output_spec(self, mask):
         return keras.KerasTensor((*mask.shape, mask.shape[1]), dtype=self.compute_dtype)
