@@ -186,7 +186,6 @@ def tiny_scenes(count, seed, canvas=64):
     return images, truth, np.stack([m[3][..., 0] for m in made]).astype(np.int32)
 
 
-
 # The order in which files reach the two xdist workers. --dist loadfile gives each worker whole
 # files, and xdist hands them out most tests first, so the few long files of cross-backend and
 # distributed tests (4 and 2 tests, about 300 and 100 s) came last and one worker ran them while the
