@@ -46,6 +46,34 @@ def test_int16x8_converts_a_token_model_and_stays_close_to_keras(tmp_path):
     assert np.max(np.abs(litert.LiteRTModel(path).predict(test) - reference)) < 0.01
 
 
+def test_int16x8_of_a_vision_model_whose_pixels_span_0_to_255_runs(tmp_path):
+    """Every vision backbone starts with pixels / 127.5 - 1. Calibrated on images holding 0 and 255,
+    that ADD's int16 scales are powers of two, and TFLite's power-of-two ADD path refused the file
+    ("add.cc: data->input1_shift <= 0 was not true": the classification and segmentation runs'
+    int16x8 files, 2026-12-07); the file now asks for the general rescaling. Fails without the fix."""
+    import keras
+
+    from toolkit.backbones.registry import normalize
+
+    keras.utils.set_random_seed(0)
+    pixels = keras.Input((12, 12, 1), name="image")
+    x = keras.layers.Conv2D(8, 3, padding="same", activation="relu")(normalize(pixels))  # same: not folded
+    x = keras.layers.GlobalAveragePooling2D()(x)
+    model = keras.Model(pixels, keras.layers.Dense(3, activation="softmax")(x))
+    rng = np.random.default_rng(0)
+    train = rng.integers(0, 256, (32, 12, 12, 1)).astype("float32")
+    train[0, 0, 0], train[0, 0, 1] = 0.0, 255.0  # the extremes every Fashion-MNIST batch has
+    test = rng.integers(0, 256, (16, 12, 12, 1)).astype("float32")
+    saved = str(tmp_path / "saved_model")
+    litert.export_saved_model(model, saved)
+    path = str(tmp_path / "model_int16x8.tflite")
+    with open(path, "wb") as f:
+        f.write(litert.convert(saved, "int16x8", train))
+    assert np.int16 in _ops_and_types(path)[1]
+    # int8 weights bound the error; a refused file raises here, a mis-scaled ADD gives 0.1 or more
+    assert np.max(np.abs(litert.LiteRTModel(path).predict(test) - model.predict(test, verbose=0))) < 0.02
+
+
 def test_int16x8_keeps_float_inputs_and_outputs_that_several_ops_use(tmp_path):
     """A decoder step's shape: a float state read by two ops, an output that another output is made
     from. ai-edge-quantizer 0.10 left such tensors int16 without (de)quantizing them, so floats went in

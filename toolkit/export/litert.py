@@ -126,7 +126,28 @@ def _int16x8(fp32_model, calibration_inputs, float_layers=()):
         result = worker.quantize(_nonzero_ranges(ranges.get_model_qsvs()), enable_progress_report=False)
     except Exception as e:
         raise ToolkitError(f"LiteRT int16x8 quantization failed: {str(e).strip().splitlines()[0][:300]}") from None
-    return _float_io(bytes(result.quantized_model), fp32_model)
+    return _general_int16_scaling(_float_io(bytes(result.quantized_model), fp32_model))
+
+
+def _general_int16_scaling(tflite):
+    """Sets pot_scale_int16 = False on every ADD and SUB of an int16x8 file, so TFLite rescales their
+    int16 inputs the general way. With the schema's default (True), the kernel takes its power-of-two
+    path whenever every scale is within rounding of a power of two, and that path cannot rescale an
+    input whose scale is above the output's: a vision backbone's first ADD (pixels / 127.5 - 1, input
+    [0, 2], output [-1, 1]; exact powers of two once calibration sees pixels of 0 and 255) failed to
+    prepare, "add.cc: data->input1_shift <= 0 was not true" (every vision run, 2026-12-07). The
+    general path takes any scales, powers of two included."""
+    from tensorflow.lite.python import schema_py_generated as schema
+    from tensorflow.lite.tools import flatbuffer_utils
+
+    model = flatbuffer_object(tflite)
+    changed = False
+    for graph in model.subgraphs:
+        for op in graph.operators:
+            options = op.builtinOptions
+            if isinstance(options, (schema.AddOptionsT, schema.SubOptionsT)) and options.potScaleInt16:
+                options.potScaleInt16, changed = False, True
+    return bytes(flatbuffer_utils.convert_object_to_bytearray(model)) if changed else tflite
 
 
 def _nonzero_ranges(qsvs):
