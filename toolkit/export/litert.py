@@ -130,22 +130,41 @@ def _int16x8(fp32_model, calibration_inputs, float_layers=()):
 
 
 def _general_int16_scaling(tflite):
-    """Sets pot_scale_int16 = False on every ADD and SUB of an int16x8 file, so TFLite rescales their
-    int16 inputs the general way. With the schema's default (True), the kernel takes its power-of-two
-    path whenever every scale is within rounding of a power of two, and that path cannot rescale an
-    input whose scale is above the output's: a vision backbone's first ADD (pixels / 127.5 - 1, input
-    [0, 2], output [-1, 1]; exact powers of two once calibration sees pixels of 0 and 255) failed to
-    prepare, "add.cc: data->input1_shift <= 0 was not true" (every vision run, 2026-12-07). The
-    general path takes any scales, powers of two included."""
+    """Sets pot_scale_int16 = False on the int16 ADDs and SUBs that TFLite's power-of-two path would
+    refuse, so the kernel rescales them the general way. With the schema's default (True) the kernel
+    takes that path whenever all three scales are within rounding of a power of two, and it cannot
+    rescale an input whose scale is above the output's, or both inputs: a vision backbone's first ADD
+    (pixels / 127.5 - 1, input [0, 2], output [-1, 1]; exact powers of two once calibration sees
+    pixels of 0 and 255) failed to prepare, "add.cc: data->input1_shift <= 0 was not true" (every
+    vision run, 2026-12-07). The ops the path accepts keep it: it shifts exactly, and the general
+    path's 15-bit rescaling cost the generation step's int16x8 file 25 pt of perplexity when every
+    ADD took it. The check is TFLite's own (kernels/add.cc and sub.cc, CheckedLog2)."""
+    import math
+
     from tensorflow.lite.python import schema_py_generated as schema
     from tensorflow.lite.tools import flatbuffer_utils
+
+    def log2_if_power_of_two(scale):
+        exponent = math.log2(scale) if scale > 0 else 0.5
+        return round(exponent) if abs(exponent - round(exponent)) < 1e-3 else None
 
     model = flatbuffer_object(tflite)
     changed = False
     for graph in model.subgraphs:
         for op in graph.operators:
             options = op.builtinOptions
-            if isinstance(options, (schema.AddOptionsT, schema.SubOptionsT)) and options.potScaleInt16:
+            if not (isinstance(options, (schema.AddOptionsT, schema.SubOptionsT)) and options.potScaleInt16):
+                continue
+            tensors = [graph.tensors[i] for i in (*op.inputs[:2], op.outputs[0])]
+            if any(t.type != schema.TensorType.INT16 or t.quantization is None or t.quantization.scale is None
+                   for t in tensors):  # fmt: skip
+                continue
+            exponents = [log2_if_power_of_two(float(t.quantization.scale[0])) for t in tensors]
+            if None in exponents:
+                continue  # the kernel takes the general path by itself
+            # The path shifts one input at most, and only down: it needs an input at the output's scale
+            # (shift 0) and the other at or below it.
+            if max(e - exponents[2] for e in exponents[:2]) != 0:
                 options.potScaleInt16, changed = False, True
     return bytes(flatbuffer_utils.convert_object_to_bytearray(model)) if changed else tflite
 
