@@ -126,10 +126,15 @@ def _int16x8(fp32_model, calibration_inputs, float_layers=()):
         result = worker.quantize(_nonzero_ranges(ranges.get_model_qsvs()), enable_progress_report=False)
     except Exception as e:
         raise ToolkitError(f"LiteRT int16x8 quantization failed: {str(e).strip().splitlines()[0][:300]}") from None
-    return _general_int16_scaling(_float_io(bytes(result.quantized_model), fp32_model))
+    from tensorflow.lite.tools import flatbuffer_utils
+
+    quantized = bytes(result.quantized_model)
+    model = flatbuffer_object(quantized)  # both repairs edit one parsed copy: one parse, one write
+    repaired = [_float_io(model, fp32_model), _general_int16_scaling(model)]
+    return bytes(flatbuffer_utils.convert_object_to_bytearray(model)) if any(repaired) else quantized
 
 
-def _general_int16_scaling(tflite):
+def _general_int16_scaling(model):
     """Sets pot_scale_int16 = False on the int16 ADDs and SUBs that TFLite's power-of-two path would
     refuse, so the kernel rescales them the general way. With the schema's default (True) the kernel
     takes that path whenever all three scales are within rounding of a power of two, and it cannot
@@ -138,17 +143,18 @@ def _general_int16_scaling(tflite):
     pixels of 0 and 255) failed to prepare, "add.cc: data->input1_shift <= 0 was not true" (every
     vision run, 2026-12-07). The ops the path accepts keep it: it shifts exactly, and the general
     path's 15-bit rescaling cost the generation step's int16x8 file 25 pt of perplexity when every
-    ADD took it. The check is TFLite's own (kernels/add.cc and sub.cc, CheckedLog2)."""
+    ADD took it. The check is TFLite's own (kernels/add.cc and sub.cc, CheckedLog2).
+    `model`: a flatbuffer object (flatbuffer_object), edited in place; returns whether it changed."""
     import math
 
     from tensorflow.lite.python import schema_py_generated as schema
-    from tensorflow.lite.tools import flatbuffer_utils
 
     def log2_if_power_of_two(scale):
-        exponent = math.log2(scale) if scale > 0 else 0.5
+        if scale <= 0:
+            return None
+        exponent = math.log2(scale)
         return round(exponent) if abs(exponent - round(exponent)) < 1e-3 else None
 
-    model = flatbuffer_object(tflite)
     changed = False
     for graph in model.subgraphs:
         for op in graph.operators:
@@ -166,7 +172,7 @@ def _general_int16_scaling(tflite):
             # (shift 0) and the other at or below it.
             if max(e - exponents[2] for e in exponents[:2]) != 0:
                 options.potScaleInt16, changed = False, True
-    return bytes(flatbuffer_utils.convert_object_to_bytearray(model)) if changed else tflite
+    return changed
 
 
 def _nonzero_ranges(qsvs):
@@ -181,8 +187,9 @@ def _nonzero_ranges(qsvs):
     return qsvs
 
 
-def _float_io(quantized, fp32_model):
-    """Every signature input and output that is float in `fp32_model` is float in `quantized` too.
+def _float_io(model, fp32_model):
+    """Every signature input and output that is float in `fp32_model` (.tflite bytes) is float in
+    `model` too (a flatbuffer object, edited in place); returns whether it changed.
 
     ai-edge-quantizer 0.10 gets graph inputs and outputs wrong where one is used by several ops (a
     decoder step's recurrent state and attention memory; an encoder's memory, which also feeds its
@@ -193,7 +200,6 @@ def _float_io(quantized, fp32_model):
     is one, and a QUANTIZE (input) or DEQUANTIZE (output) with the tensor's own scale is added where
     there is none."""
     from tensorflow.lite.python import schema_py_generated as schema
-    from tensorflow.lite.tools import flatbuffer_utils
 
     float32 = schema.TensorType.FLOAT32
 
@@ -204,7 +210,6 @@ def _float_io(quantized, fp32_model):
                 if graph.tensors[m.tensorIndex].type == float32}  # fmt: skip
 
     wanted = float_names(flatbuffer_object(fp32_model))
-    model = flatbuffer_object(quantized)
     (signature,) = model.signatureDefs
     graph = model.subgraphs[signature.subgraphIndex]
 
@@ -246,7 +251,7 @@ def _float_io(quantized, fp32_model):
                 graph.operators.append(operator)
             setattr(graph, kind, [twin if i == item.tensorIndex else i for i in getattr(graph, kind)])
             item.tensorIndex = twin
-    return bytes(flatbuffer_utils.convert_object_to_bytearray(model)) if changed else quantized
+    return changed
 
 
 def flatbuffer_object(tflite):
