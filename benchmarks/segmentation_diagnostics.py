@@ -178,9 +178,11 @@ def main(argv):
     import argparse
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("run", nargs="?", default="saved_models/segmentation")
-    parser.add_argument("classifier", nargs="?", default="saved_models/classification")
-    parser.add_argument("--crop-training-scenes", type=int, default=0)
+    parser.add_argument("run", nargs="?", default="saved_models/segmentation", help="a segmentation run on the scenes")
+    parser.add_argument("classifier", nargs="?", default="saved_models/classification",
+                        help="a Fashion-MNIST classification run")  # fmt: skip
+    parser.add_argument("--crop-training-scenes", type=int, default=0, metavar="N",
+                        help="also train the classification recipe on the item crops of N training scenes (0: no)")
     args = parser.parse_args(argv)
     run, classifier = args.run, args.classifier
     with open(os.path.join(run, "report.json")) as f:
