@@ -66,6 +66,15 @@ def per_item(predicted, items, item_class):
     return fixed
 
 
+def with_classes(predicted, items, classes):
+    """Inside each true item, the pixels predicted as some item take that item's class from `classes`
+    (0..9, in `items`' order); unlike per_item, the class does not depend on the pixels inside."""
+    fixed = predicted.copy()
+    for (i, inside, _), found in zip(items, classes):
+        fixed[i][inside] = found + 1
+    return fixed
+
+
 def vote(true_class, inside):
     return np.bincount(inside).argmax()
 
@@ -209,24 +218,18 @@ def main(argv):
     classifier_model = saving.load_model(os.path.join(classifier, "model.keras"), compile=False)
     recognised = classify_crops(classifier_model, crops)
     crop_top1 = float(np.mean(recognised == crop_classes))
-    by_crop = predicted.copy()
-    for (i, inside, _), found in zip(items, recognised):
-        by_crop[i][inside] = found + 1
     rows.append((
         f"item classes as the classification model recognises each item's own visible pixels (top-1 {crop_top1:.4f})",
-        metrics.evaluate(by_crop, truth, n),
+        metrics.evaluate(with_classes(predicted, items, recognised), truth, n),
     ))  # fmt: skip
     trained = None
     if args.crop_training_scenes:
         crop_model = train_on_crops(args.crop_training_scenes, tuple(classifier_model.input_shape[1:3]))
         trained = classify_crops(crop_model, crops)
-        by_trained = predicted.copy()
-        for (i, inside, _), found in zip(items, trained):
-            by_trained[i][inside] = found + 1
         rows.append((
             f"the same with the classification recipe trained on the crops of {args.crop_training_scenes} training "
             f"scenes (top-1 {np.mean(trained == crop_classes):.4f})",
-            metrics.evaluate(by_trained, truth, n),
+            metrics.evaluate(with_classes(predicted, items, trained), truth, n),
         ))  # fmt: skip
     votes = np.array([np.bincount(predicted[i][inside]).argmax() - 1 if inside.any() else -1
                       for i, inside, _ in items])  # fmt: skip
