@@ -33,45 +33,43 @@ VARIANTS = {  # name: (input upsampling, resnet widths, stem width, FPN and head
 
 
 def build(variant, image_shape, num_classes):
+    """default: the segmentation recipe's own model (`segmentation.build`); hires: its parts with the image
+    upsampled first, the head on P2 at stride 4 // scale."""
     import keras
     from keras import layers
 
     from toolkit import backbones
     from toolkit.heads.segmentation import segmentation_head
     from toolkit.necks import fpn
+    from toolkit.tasks import segmentation
 
     scale, widths, stem, channels = VARIANTS[variant]
+    if scale == 1:
+        return segmentation.build("resnet", image_shape, num_classes, channels, channels, 2, widths=widths,
+                                  stem_width=stem, **RESNET)  # fmt: skip
     inputs = keras.Input(image_shape, name="image")
-    x = layers.UpSampling2D(scale, interpolation="bilinear", name="input_upsample")(inputs) if scale > 1 else inputs
+    x = layers.UpSampling2D(scale, interpolation="bilinear", name="input_upsample")(inputs)
     shape = (image_shape[0] * scale, image_shape[1] * scale, image_shape[2])
     features = backbones.get("resnet", shape, widths=widths, stem_width=stem, **RESNET)(x)
-    logits = segmentation_head(fpn(features, channels=channels)["P2"], num_classes, channels, 2, 4 // scale)
+    logits = segmentation_head(fpn(features, channels=channels)[segmentation.LEVEL], num_classes, channels, 2,
+                               4 // scale)  # fmt: skip
     return keras.Model(inputs, logits, name=f"segmenter_{variant}")
 
 
 def litert_ms(model, calibration, sample):
-    """Batch-1 median ms of the class-map model's LiteRT fp32 and int8 files, one XNNPACK thread."""
-    from ai_edge_litert.interpreter import Interpreter
-
+    """Batch-1 ms of the class-map model's LiteRT fp32 and int8 files on one XNNPACK thread, timed as
+    every other benchmark times them (`LiteRTModel.latency_ms`)."""
     from toolkit.export import litert
     from toolkit.tasks import segmentation
 
-    folder = tempfile.mkdtemp()
-    litert.export_saved_model(segmentation.inference_model(model), folder)
     found = {}
-    for quantization in ("fp32", "int8"):
-        path = os.path.join(folder, f"{quantization}.tflite")
-        with open(path, "wb") as f:
-            f.write(litert.convert(folder, quantization, calibration_inputs=calibration))
-        interpreter = Interpreter(model_path=path, num_threads=1)
-        interpreter.allocate_tensors()
-        index = interpreter.get_input_details()[0]["index"]
-
-        def call(x, interpreter=interpreter, index=index):
-            interpreter.set_tensor(index, x)
-            interpreter.invoke()
-
-        found[quantization] = litert.median_latency_ms(call, sample, min_seconds=3)[0]
+    with tempfile.TemporaryDirectory() as folder:
+        litert.export_saved_model(segmentation.inference_model(model), folder)
+        for quantization in ("fp32", "int8"):
+            path = os.path.join(folder, f"{quantization}.tflite")
+            with open(path, "wb") as f:
+                f.write(litert.convert(folder, quantization, calibration_inputs=calibration))
+            found[quantization] = litert.LiteRTModel(path, threads=1).latency_ms(sample)[0]
     return found
 
 
