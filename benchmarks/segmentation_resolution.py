@@ -8,8 +8,9 @@ and timed at batch 1 on one XNNPACK thread.
 - default: the transfer benchmark's scratch model (`resnet` widths 24-192, depths 1,1,2,2, stem 16, FPN/head 96);
 - hires: the image upsampled 2x (bilinear) inside the model, `resnet` at half those widths with stem 8,
   FPN/head 48; the head reads P2 (stride 2 of the scene) and upsamples its logits 2x.
-The experiment is not a recipe option: the head and the pretraining probes take a level's stride from its
-name (P2 = 4), so adopting it needs those strides measured from the feature shapes first.
+The experiment is not a recipe option: upsampling outside the backbone breaks the backbone contract
+(DESIGN.md: level n has stride 2^n of the model's input), which the head and the pretraining targets rely on.
+A design within it keeps more resolution inside the backbone and reads P1 (stride 2).
 TF_ENABLE_ONEDNN_OPTS=0: on AMD EPYC (AVX-512) oneDNN's convolutions crash in training with the 8-channel stem
 (tensorflow/tensorflow#57749); this makes the two variants' times comparable. Prints a table; RESULTS.md's
 "a thinner backbone at twice the resolution" has the figures. One job at a time on an idle machine.
