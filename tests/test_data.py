@@ -118,3 +118,31 @@ def test_folder_without_classes_is_refused(tmp_path):
 def test_unknown_augmentation_is_named():
     with pytest.raises(ToolkitError, match="unknown augmentation 'rotate'"):
         images.augmentation("rotate")
+
+
+def test_every_training_pipeline_runs_without_tf_data_autotuning():
+    """The vision pipelines (and pretraining's) end in `toolkit.data.prefetched`: deleting an iterator
+    waits for tf.data's autotuning thread, which sleeps in periods that grow to 60 s, and Keras deletes
+    the previous epoch's iterator as each epoch starts; inside model.fit that idled both cores 40-60 s
+    in about one epoch of three (benchmarks/RESULTS.md). The batches themselves are unchanged."""
+    import tensorflow as tf
+
+    from toolkit.data import detection, segmentation
+    from toolkit.tasks import pretraining
+
+    rng = np.random.default_rng(0)
+    pixels = rng.integers(0, 255, (6, 32, 32, 1), dtype=np.uint8)
+    masks = rng.integers(0, 3, (6, 32, 32, 1), dtype=np.uint8)
+    built = {
+        "images": images.batches(tf.data.Dataset.from_tensor_slices((pixels, np.arange(6))), 4, shuffle=True),
+        "segmentation": segmentation.batches(tf.data.Dataset.from_tensor_slices({"image": pixels, "mask": masks}), 4,
+                                             shuffle=True, augment="flip"),  # fmt: skip
+        "detection": detection.batches(tf.data.Dataset.from_tensor_slices({
+            "image": pixels, "boxes": np.tile([[[2.0, 2.0, 20.0, 20.0]]], (6, 1, 1)).astype(np.float32),
+            "classes": np.ones((6, 1), np.int32)}), 4, max_objects=3, shuffle=True, augment="flip"),  # fmt: skip
+        "pretraining": pretraining.batches(tf.data.Dataset.from_tensor_slices((pixels, masks)), 4, num_classes=2),
+    }
+    for name, ds in built.items():
+        assert ds.options().autotune.enabled is False, name
+        sizes = [len(tf.nest.flatten(batch)[0]) for batch in ds.as_numpy_iterator()]
+        assert sizes == [4, 2], (name, sizes)

@@ -13,6 +13,7 @@ import os
 import numpy as np
 
 from toolkit.data.texts import check_text, normalized, split_of
+from toolkit.data import prefetched
 from toolkit.errors import ToolkitError
 
 SPLITS = ("train", "validation", "test")
@@ -91,13 +92,7 @@ def batches(windows, batch_size, shuffle=False, seed=0):
     ds = tf.data.Dataset.from_tensor_slices(({"tokens": tokens, "targets": targets}, targets))
     if shuffle:
         ds = ds.shuffle(len(windows), seed=seed, reshuffle_each_iteration=True)
-    # No tf.data autotuning: a pipeline of slices and batches has nothing to tune, and deleting an
-    # iterator waits for autotuning's thread, which sleeps in periods that grow to tens of seconds.
-    # Keras drops the previous epoch's iterator as each epoch starts: that wait stalled the generation
-    # recipe 18-30 s before some epochs (benchmarks/RESULTS.md, issue 18).
-    options = tf.data.Options()
-    options.autotune.enabled = False
-    return ds.batch(batch_size).prefetch(2).with_options(options)
+    return prefetched(ds.batch(batch_size), 2)
 
 
 def windows(stream, length, stride=None):

@@ -34,7 +34,7 @@ import numpy as np
 import tensorflow as tf
 
 from toolkit.data import images as image_data
-from toolkit.data import intensity, local_tfds
+from toolkit.data import intensity, local_tfds, prefetched
 from toolkit.errors import ToolkitError, choose
 
 AUTOTUNE = tf.data.AUTOTUNE
@@ -577,4 +577,4 @@ def batches(dataset, batch_size, max_objects=16, shuffle=False, augment=None, se
         return batch["images"], targets
 
     dataset = dataset.map(pad, num_parallel_calls=AUTOTUNE).batch(batch_size)
-    return dataset.map(finish, num_parallel_calls=AUTOTUNE).prefetch(AUTOTUNE)
+    return prefetched(dataset.map(finish, num_parallel_calls=AUTOTUNE))

@@ -14,7 +14,7 @@ import zlib
 import numpy as np
 import tensorflow as tf
 
-from toolkit.data import intensity, local_tfds
+from toolkit.data import intensity, local_tfds, prefetched
 from toolkit.errors import ToolkitError
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff")
@@ -319,4 +319,4 @@ def batches(ds, batch_size, shuffle=False, augment=(), seed=0):
             x = layer(x, training=True)
         return x, y
 
-    return ds.batch(batch_size).map(prepare, num_parallel_calls=AUTOTUNE).prefetch(AUTOTUNE)
+    return prefetched(ds.batch(batch_size).map(prepare, num_parallel_calls=AUTOTUNE))

@@ -27,7 +27,7 @@ import numpy as np
 import tensorflow as tf
 
 from toolkit.data import images as image_data
-from toolkit.data import intensity, local_tfds
+from toolkit.data import intensity, local_tfds, prefetched
 from toolkit.errors import ToolkitError, choose
 
 AUTOTUNE = tf.data.AUTOTUNE
@@ -319,4 +319,4 @@ def batches(dataset, batch_size, shuffle=False, augment="none", seed=0, shuffle_
             masks = tf.where(flip[:, None, None], masks[:, :, ::-1], masks)
         return images, masks
 
-    return dataset.batch(batch_size).map(finish, num_parallel_calls=AUTOTUNE).prefetch(AUTOTUNE)
+    return prefetched(dataset.batch(batch_size).map(finish, num_parallel_calls=AUTOTUNE))

@@ -12,6 +12,7 @@ import re
 import numpy as np
 import tensorflow as tf
 
+from toolkit.data import prefetched
 from toolkit.errors import ToolkitError
 from toolkit.runs import VOCABULARY_FILE, write_atomic
 
@@ -65,7 +66,7 @@ def batches(tokenizer, texts, labels, batch_size, shuffle=False, seed=0):
     if shuffle:
         ds = ds.shuffle(len(texts), seed=seed, reshuffle_each_iteration=True)
     ds = ds.batch(batch_size).map(lambda t, y: (tokenizer(t), y), num_parallel_calls=tf.data.AUTOTUNE)
-    return ds.prefetch(tf.data.AUTOTUNE)
+    return prefetched(ds)
 
 
 def encode(tokenizer, texts, batch_size=1024):

@@ -20,7 +20,7 @@ import datetime
 import os
 import random
 
-from toolkit.data import local_tfds
+from toolkit.data import local_tfds, prefetched
 from toolkit.data.texts import check_text, normalized, split_of
 from toolkit.errors import ToolkitError
 
@@ -278,4 +278,4 @@ def batches(tokenizers, sources, targets, target_length, batch_size, shuffle=Fal
         return {"source_tokens": source_tokenizer(source), "target_tokens": full[:, :-1]}, full[:, 1:]
 
     ds = ds.batch(batch_size).map(encode, num_parallel_calls=tf.data.AUTOTUNE)
-    return ds.prefetch(tf.data.AUTOTUNE)
+    return prefetched(ds)

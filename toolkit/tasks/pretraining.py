@@ -11,6 +11,7 @@ preset (toolkit.backbones.presets). Not a registered Task: it exports no deploya
 import keras
 
 from toolkit import backbones
+from toolkit.data import prefetched
 from toolkit.tasks import registry
 
 LEVELS = ("P2", "P3", "P4", "P5")
@@ -46,10 +47,10 @@ def batches(scenes, batch_size, num_classes, levels=LEVELS):
     """(image, mask) scenes -> batches of (float image, {level: shares}), prefetched."""
     import tensorflow as tf
 
-    return (
-        scenes.batch(batch_size, drop_remainder=False)
-        .map(lambda image, mask: (tf.cast(image, tf.float32), targets(mask, num_classes, levels)))
-        .prefetch(tf.data.AUTOTUNE)
+    return prefetched(
+        scenes.batch(batch_size, drop_remainder=False).map(
+            lambda image, mask: (tf.cast(image, tf.float32), targets(mask, num_classes, levels))
+        )
     )
 
 
