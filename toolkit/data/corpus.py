@@ -12,8 +12,8 @@ import os
 
 import numpy as np
 
-from toolkit.data.texts import check_text, normalized, split_of
 from toolkit.data import prefetched
+from toolkit.data.texts import check_text, normalized, split_of
 from toolkit.errors import ToolkitError
 
 SPLITS = ("train", "validation", "test")
